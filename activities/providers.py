@@ -1,0 +1,334 @@
+"""Provider selection and one OpenAI-compatible chat completion attempt.
+
+Why it is shaped like this:
+- ``complete()`` makes exactly ONE attempt and raises an ``LLMError`` whose
+  kind says whether retrying can help; ``activities.llm`` owns the retries
+  (tenacity inside the activity, then Durable's retry policy). The openai
+  client's own retries are therefore disabled (``max_retries=0``).
+- Clients are built lazily and cached per process, keyed by configuration:
+  importing this module needs no setting, no credential and no network.
+- Settings are read with ``os.environ.get("LITERAL")`` so infra tooling can
+  find every name by scanning the source.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import openai
+from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+
+from .errors import LLMError, LLMPermanentError, LLMTransientError, one_line
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("azure_openai", "openai", "local")
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+_announced: set[tuple] = set()
+_announce_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- config
+
+
+def select_provider() -> str:
+    """``LLM_PROVIDER`` if set, else inferred from which endpoint settings exist."""
+    explicit = (os.environ.get("LLM_PROVIDER") or "").strip().lower()
+    if explicit:
+        if explicit == "azure":
+            return "azure_openai"
+        if explicit not in PROVIDERS:
+            raise LLMPermanentError(
+                "config", f"LLM_PROVIDER={explicit!r} is not one of {', '.join(PROVIDERS)}"
+            )
+        return explicit
+    if os.environ.get("AZURE_OPENAI_ENDPOINT"):
+        return "azure_openai"
+    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+        return "openai"
+    return "local"
+
+
+def timeout_seconds() -> float:
+    """Per-request timeout of the upstream call (``LLM_TIMEOUT_SECONDS``, default 60)."""
+    raw = os.environ.get("LLM_TIMEOUT_SECONDS")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_SECONDS
+    except ValueError:
+        raise LLMPermanentError("config", f"LLM_TIMEOUT_SECONDS={raw!r} is not a number") from None
+    if value <= 0:
+        raise LLMPermanentError("config", f"LLM_TIMEOUT_SECONDS={raw!r} must be positive")
+    return value
+
+
+def resolve_model(provider: str, agent: dict | None = None) -> str:
+    """Model (or Azure deployment) name: the agent's ``model`` wins over the env default."""
+    agent_model = (agent or {}).get("model")
+    if agent_model:
+        return str(agent_model)
+    if provider == "azure_openai":
+        return (
+            os.environ.get("AZURE_OPENAI_DEPLOYMENT")
+            or os.environ.get("AZURE_OPENAI_DEPLOYMENT_NAME")
+            or DEFAULT_MODEL
+        )
+    if provider == "openai":
+        return os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
+    from .local_model import MODEL_LABEL
+
+    return MODEL_LABEL
+
+
+def describe_provider(agent: dict | None = None) -> dict:
+    """``{"provider", "model"}`` that a call would use now (no network; for health pages)."""
+    provider = select_provider()
+    return {"provider": provider, "model": resolve_model(provider, agent)}
+
+
+def _announce(key: tuple, message: str) -> None:
+    """Say once per process (per provider/model) what serves the replies."""
+    with _announce_lock:
+        if key in _announced:
+            return
+        _announced.add(key)
+    log.info(message)
+    if not logging.getLogger().handlers:  # nobody configured logging: still tell the operator
+        print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _get_client(provider: str, timeout: float):
+    if provider == "azure_openai":
+        endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
+        if not endpoint:
+            raise LLMPermanentError("config", "LLM_PROVIDER=azure_openai needs AZURE_OPENAI_ENDPOINT")
+        api_version = os.environ.get("AZURE_OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
+        api_key = os.environ.get("AZURE_OPENAI_API_KEY") or None
+        client_id = os.getenv("AZURE_CLIENT_ID") or None
+        key = (provider, endpoint, api_version, api_key, client_id, timeout)
+    else:
+        base_url = os.environ.get("OPENAI_BASE_URL") or None
+        api_key = os.environ.get("OPENAI_API_KEY") or "not-needed"
+        key = (provider, base_url, api_key, timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if provider == "azure_openai":
+                client = _build_azure_client(endpoint, api_version, api_key, client_id, timeout)
+            else:
+                client = openai.OpenAI(
+                    base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
+                )
+            _clients[key] = client
+        return client
+
+
+def _build_azure_client(endpoint, api_version, api_key, client_id, timeout):
+    common = dict(azure_endpoint=endpoint, api_version=api_version, max_retries=0, timeout=timeout)
+    if api_key:
+        return openai.AzureOpenAI(api_key=api_key, **common)
+    # Keyless: Entra ID token from managed identity / developer login.
+    credential = DefaultAzureCredential(managed_identity_client_id=client_id)
+    token_provider = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+    return openai.AzureOpenAI(azure_ad_token_provider=token_provider, **common)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests; after rotating a key)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+# --------------------------------------------------------------------------- the call
+
+
+def complete(agent: dict, messages: list[dict]) -> dict:
+    """One attempt. Returns ``{"reply", "usage", "model", "finish_reason", "provider"}``.
+
+    Raises ``LLMTransientError`` / ``LLMPermanentError`` (see ``activities.errors``).
+    """
+    provider = select_provider()
+    if provider == "local":
+        from . import local_model
+
+        return local_model.complete(agent, messages)
+
+    model = resolve_model(provider, agent)
+    timeout = timeout_seconds()
+    client = _get_client(provider, timeout)
+    if provider == "azure_openai":
+        auth = "api key" if os.environ.get("AZURE_OPENAI_API_KEY") else "Entra ID token"
+        where = f"endpoint {os.environ.get('AZURE_OPENAI_ENDPOINT')}, deployment {model}, {auth}"
+    else:
+        where = f"base_url {os.environ.get('OPENAI_BASE_URL') or 'https://api.openai.com/v1'}, model {model}"
+    _announce((provider, model), f"LLM provider: {provider} ({where})")
+
+    params: dict[str, Any] = {"model": model, "messages": messages}
+    if agent.get("temperature") is not None:
+        params["temperature"] = float(agent["temperature"])
+    if agent.get("max_output_tokens"):
+        params["max_tokens"] = int(agent["max_output_tokens"])
+
+    try:
+        raw = client.chat.completions.with_raw_response.create(**params)
+        body = raw.http_response.text
+    except openai.APIError as exc:
+        raise map_openai_error(exc) from exc
+    except ValueError as exc:  # undecodable body
+        raise LLMTransientError("invalid_response", f"upstream sent an unreadable response: {exc}") from exc
+    except Exception as exc:  # token acquisition (azure-identity) fails outside openai's hierarchy
+        if type(exc).__module__.startswith(("azure.identity", "azure.core")):
+            raise LLMPermanentError("auth", f"could not get an Entra ID token: {exc}") from exc
+        raise
+    return parse_completion(body, provider=provider, requested_model=model)
+
+
+def parse_completion(body: str, *, provider: str, requested_model: str) -> dict:
+    """Read a chat.completion JSON body; anything malformed is ``invalid_response``."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise LLMTransientError(
+            "invalid_response", f"upstream sent a non-JSON response: {one_line(body, 120)!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise LLMTransientError("invalid_response", "upstream response is not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise LLMTransientError("invalid_response", "upstream response has no choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise LLMTransientError("invalid_response", "upstream message content is not text")
+    finish_reason = choice.get("finish_reason")
+    if finish_reason == "content_filter":
+        raise LLMPermanentError(
+            "content_filter", "the reply was withheld by the provider's content filter", upstream_status=200
+        )
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    prompt_tokens = _int(usage.get("prompt_tokens"))
+    completion_tokens = _int(usage.get("completion_tokens"))
+    total_tokens = _int(usage.get("total_tokens")) or prompt_tokens + completion_tokens
+    return {
+        "reply": content or "",
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": total_tokens,
+        },
+        "model": str(data.get("model") or requested_model),
+        "finish_reason": finish_reason,
+        "provider": provider,
+    }
+
+
+def _int(value) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def retry_after_seconds(headers) -> float | None:
+    """Seconds asked for by ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_fields(exc: openai.APIStatusError) -> tuple[str, str]:
+    """(code, message) from the upstream error body, tolerant of odd shapes."""
+    code = getattr(exc, "code", None)
+    message = getattr(exc, "message", "") or ""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        code = code or inner.get("code")
+        message = inner.get("message") or message
+        innererror = inner.get("innererror")
+        if isinstance(innererror, dict) and innererror.get("code") == "ResponsibleAIPolicyViolation":
+            code = code or "content_filter"
+    return (str(code) if code is not None else ""), one_line(message, 300)
+
+
+def map_openai_error(exc: openai.APIError) -> LLMError:
+    """Translate an openai exception into our transient/permanent error kinds."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMTransientError("timeout", "upstream did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return LLMTransientError("connection", f"could not reach upstream: {one_line(cause, 200)}")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code, detail = _error_fields(exc)
+        what = f"upstream answered {status}" + (f" ({detail})" if detail else "")
+        lowered = f"{code} {detail}".lower()
+        headers = exc.response.headers if exc.response is not None else None
+        if status == 429:
+            if code == "insufficient_quota":  # billing problem: waiting will not help
+                return LLMPermanentError("rate_limited", what, upstream_status=status)
+            return LLMTransientError(
+                "rate_limited", what, upstream_status=status, retry_after=retry_after_seconds(headers)
+            )
+        if status in (408, 504):
+            return LLMTransientError("timeout", what, upstream_status=status)
+        if status == 409 or status >= 500:
+            return LLMTransientError(
+                "server_error",
+                what,
+                status=503 if status == 503 else 502,
+                upstream_status=status,
+                retry_after=retry_after_seconds(headers),
+            )
+        if "content_filter" in lowered or "content management policy" in lowered:
+            return LLMPermanentError("content_filter", what, upstream_status=status)
+        if (
+            "context_length_exceeded" in lowered
+            or "maximum context length" in lowered
+            or status == 413
+        ):
+            return LLMPermanentError("context_length", what, upstream_status=status)
+        if status in (401, 403):
+            return LLMPermanentError("auth", what, upstream_status=status)
+        if status == 404:
+            return LLMPermanentError("not_found", what + " - check the model or deployment name", upstream_status=status)
+        return LLMPermanentError("bad_request", what, upstream_status=status)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return LLMTransientError("invalid_response", f"upstream response did not validate: {one_line(exc, 200)}")
+    return LLMTransientError("invalid_response", f"unexpected upstream failure: {one_line(exc, 200)}")

@@ -1,0 +1,106 @@
+"""`devhost start`: load the app, open the task hub, serve until Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import load_host_config
+from .engine import Engine
+from .errors import DevhostError
+from .http import HostState, build_app
+from .loader import apply_local_settings, import_app, index_app
+from .store import Store
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="devhost", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="run a Function app locally")
+    start.add_argument("--app", default=".", help="the app folder (host.json, function_app.py)")
+    start.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", 7071)))
+    start.add_argument("--host", default=os.environ.get("DEVHOST_HOST", "127.0.0.1"))
+    start.add_argument("--db", help="task hub SQLite file (default: APP/.devhost/<hub>.sqlite)")
+    start.add_argument("--verbose", action="store_true", help="log every dispatch")
+    return parser.parse_args(argv)
+
+
+def describe_functions(host: HostState, base_url: str) -> str:
+    """The function list `func start` prints."""
+    index = host.engine.index
+    lines = ["Functions:", ""]
+    prefix = f"/{host.route_prefix}" if host.route_prefix else ""
+    for _, f in sorted(host.triggers, key=lambda t: t[1].name.lower()):
+        methods = ",".join(f.methods) if f.methods else "GET,POST,PUT,DELETE,PATCH,HEAD,OPTIONS"
+        lines.append(f"        {f.name}: [{methods}] {base_url}{prefix}/{f.route}")
+    for kind, names in (("orchestrationTrigger", [n for n, _ in index.orchestrators.values()]),
+                        ("activityTrigger", [a.name for a in index.activities.values()]),
+                        ("entityTrigger", [n for n, _ in index.entities.values()])):
+        for name in sorted(names, key=str.lower):
+            lines.append(f"        {name}: {kind}")
+    for name, kind in index.unsupported:
+        lines.append(f"        {name}: {kind} (not run by devhost)")
+    return "\n".join(lines)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    app_dir = Path(args.app).resolve()
+    apply_local_settings(app_dir)
+    config = load_host_config(app_dir)
+    index = index_app(import_app(app_dir))
+    db_path = Path(args.db).resolve() if args.db else app_dir / ".devhost" / f"{config.hub_name}.sqlite"
+    store = Store(db_path)
+    engine = Engine(store, index, config)
+    function_keys = [k.strip() for k in os.environ.get("DEVHOST_FUNCTION_KEYS", "").split(",")]
+    host = HostState(engine, config.hub_name, config.route_prefix, args.port, args.host,
+                     os.environ.get("DEVHOST_MASTER_KEY"), function_keys)
+    runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
+    await site.start()
+    await engine.start()
+    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+    base_url = f"http://{shown_host}:{args.port}"
+    print(describe_functions(host, base_url), flush=True)
+    print(f"\nTask hub '{config.hub_name}' in {db_path}", flush=True)
+    print(f"Dashboard: {base_url}/_devhost/", flush=True)
+    print("Keys: " + ("enforced for function/admin routes" if host.keys_enforced
+                      else "not configured (every route is open, like Core Tools)"), flush=True)
+    print("devhost is ready. Ctrl-C stops it.", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("devhost: stopping (in-flight work finishes or resumes at the next start)", flush=True)
+    await engine.stop()
+    await runner.cleanup()
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(args))
+    except DevhostError as exc:
+        print(f"devhost: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"devhost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    # Activities still running in worker threads must not keep the process alive: their work
+    # items are still queued in the store and run again at the next start.
+    sys.stdout.flush()
+    os._exit(0)

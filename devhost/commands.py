@@ -1,0 +1,282 @@
+"""Management operations on the task hub: start, status, events, lifecycle, purge, entities.
+
+Plain functions over the engine, used by the HTTP API (public webhooks and the SDK client's
+rpc calls) and the dashboard alike. Each one validates first and changes nothing on refusal;
+each state change is one transaction followed by waking whatever it made runnable.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+from . import protocol as p
+from .engine import Engine, create_instance
+from .errors import BadRequest, Conflict, Gone, NotFound
+
+ET = p.EventType
+_BAD_ID = re.compile(r"[/\\?#\x00-\x1f\x7f]")
+
+
+def validate_instance_id(instance_id: str) -> str:
+    if not instance_id or len(instance_id) > 256 or instance_id.startswith("@") \
+            or _BAD_ID.search(instance_id):
+        raise BadRequest(f"invalid instance id {instance_id!r}: 1-256 characters, not starting "
+                         "with '@', without '/', '\\', '?', '#' or control characters")
+    return instance_id
+
+
+def decode_start_input(body: bytes) -> tuple[str | None, str | None]:
+    """(context input text, status input JSON) from a start request body (§5.1).
+
+    The Python client sends a JSON string holding JSON text; curl sends raw JSON."""
+    if not body or not body.strip():
+        return None, None
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    if isinstance(value, str):
+        return value, json.dumps(value)
+    text = json.dumps(value)
+    return text, text
+
+
+def _instance(engine: Engine, instance_id: str) -> dict:
+    row = engine.store.get_instance(instance_id)
+    if row is None:
+        raise NotFound(f"no orchestration instance with id '{instance_id}'")
+    return row
+
+
+def start(engine: Engine, name: str, instance_id: str | None, body: bytes) -> dict:
+    registered = engine.index.orchestrator(name)
+    if registered is None:
+        raise BadRequest(p.unknown_function_message(
+            name, "orchestrator", [n for n, _ in engine.index.orchestrators.values()]))
+    instance_id = validate_instance_id(instance_id) if instance_id else uuid.uuid4().hex
+    input_text, input_raw = decode_start_input(body)
+    with engine.store.transaction():
+        existing = engine.store.get_instance(instance_id)
+        if existing and existing["status"] not in p.TERMINAL_STATUSES:
+            raise Conflict(f"an orchestration with instance id '{instance_id}' already exists "
+                           f"and is {existing['status']}")
+        row = create_instance(engine.store, instance_id, registered[0], input_text, input_raw)
+    engine.wake_instance(instance_id)
+    return row
+
+
+def status(engine: Engine, instance_id: str, *, show_input: bool = True,
+           show_history: bool = False, show_history_output: bool = False) -> dict | None:
+    row = engine.store.get_instance(instance_id)
+    if row is None:
+        return None
+    history = engine.store.history(instance_id) if show_history else None
+    return p.status_document(row, show_input=show_input, history=history,
+                             show_history_output=show_history_output)
+
+
+def _filters(created_from: str | None, created_to: str | None,
+             statuses: str | None, prefix: str | None) -> dict:
+    try:
+        return {"created_from": p.parse_time(created_from).timestamp() if created_from else None,
+                "created_to": p.parse_time(created_to).timestamp() if created_to else None,
+                "statuses": _statuses(statuses), "prefix": prefix or None}
+    except ValueError as exc:
+        raise BadRequest(f"bad time filter: {exc}") from exc
+
+
+def _statuses(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    by_lower = {s.lower(): s for s in p.RUNTIME_STATUSES}
+    unknown = [n for n in names if n.lower() not in by_lower]
+    if unknown:
+        raise BadRequest(f"unknown runtimeStatus {unknown}; use {', '.join(p.RUNTIME_STATUSES)}")
+    return [by_lower[n.lower()] for n in names]
+
+
+def list_statuses(engine: Engine, *, created_from=None, created_to=None, statuses=None,
+                  prefix=None, show_input: bool = True, top: int | None = None,
+                  offset: int = 0) -> list[dict]:
+    rows = engine.store.query_instances(**_filters(created_from, created_to, statuses, prefix),
+                                        limit=top, offset=offset)
+    return [p.status_document(r, show_input=show_input) for r in rows]
+
+
+def raise_event(engine: Engine, instance_id: str, event_name: str, data_text: str | None) -> None:
+    row = _instance(engine, instance_id)
+    if row["status"] in p.TERMINAL_STATUSES:
+        raise Gone(f"instance '{instance_id}' is {row['status']} and takes no more events")
+    raised = p.event_raised(p.history_time(p.utcnow()), event_name, data_text)
+    with engine.store.transaction():
+        engine.store.add_inbox(instance_id, None, json.dumps(raised), time.time())
+    engine.wake_instance(instance_id)
+
+
+def _lifecycle_event(engine: Engine, row: dict, kind: ET, reason: str | None, **fields) -> None:
+    engine.store.append_history(row["instance_id"], [p.stored_event_text(
+        p.event(kind, p.history_time(p.utcnow()), Input=reason, **fields))])
+
+
+def terminate(engine: Engine, instance_id: str, reason: str | None) -> None:
+    row = _instance(engine, instance_id)
+    if row["status"] in p.TERMINAL_STATUSES:
+        raise Gone(f"instance '{instance_id}' is already {row['status']}")
+    ts = p.history_time(p.utcnow())
+    with engine.store.transaction():
+        _lifecycle_event(engine, row, ET.ExecutionTerminated, reason)
+        engine.store.clear_inbox(instance_id)
+        engine.store.delete_activities_of(instance_id)
+        engine.store.update_instance(instance_id, status="Terminated", output=json.dumps(reason))
+        parent = engine.notify_parent(row, "Failed", json.dumps(reason), reason, ts)
+    engine.notify_status(instance_id)
+    if parent:
+        engine.wake_instance(parent)
+
+
+def suspend(engine: Engine, instance_id: str, reason: str | None) -> None:
+    row = _instance(engine, instance_id)
+    if row["status"] in p.TERMINAL_STATUSES:
+        raise Gone(f"instance '{instance_id}' is {row['status']}")
+    if row["status"] == "Suspended":
+        raise Conflict(f"instance '{instance_id}' is already suspended")
+    with engine.store.transaction():
+        engine.store.append_history(instance_id, [p.stored_event_text(p.event(
+            ET.ExecutionSuspended, p.history_time(p.utcnow()), Reason=reason))])
+        engine.store.update_instance(instance_id, status="Suspended")
+    engine.notify_status(instance_id)
+
+
+def resume(engine: Engine, instance_id: str, reason: str | None) -> None:
+    row = _instance(engine, instance_id)
+    if row["status"] in p.TERMINAL_STATUSES:
+        raise Gone(f"instance '{instance_id}' is {row['status']}")
+    if row["status"] != "Suspended":
+        raise Conflict(f"instance '{instance_id}' is not suspended (it is {row['status']})")
+    with engine.store.transaction():
+        engine.store.append_history(instance_id, [p.stored_event_text(p.event(
+            ET.ExecutionResumed, p.history_time(p.utcnow()), Reason=reason))])
+        engine.store.update_instance(instance_id, status="Running")
+    engine.notify_status(instance_id)
+    engine.wake_instance(instance_id)
+
+
+def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
+    """Re-run what failed in the last episode of a Failed instance with the same task ids:
+    failed activities and sub-orchestrations, or the last attempt of an exhausted retry."""
+    row = _instance(engine, instance_id)
+    if row["status"] != "Failed":
+        raise Gone(f"only Failed instances can be rewound; '{instance_id}' is {row['status']}")
+    state = json.loads(row["engine_state"])
+    history = engine.store.history(instance_id)
+    last_start = max(i for i, e in enumerate(history) if e["EventType"] == ET.OrchestratorStarted)
+    scheduled = {e["EventId"]: e for e in history
+                 if e["EventType"] in (ET.TaskScheduled, ET.SubOrchestrationInstanceCreated)}
+    rewound_ids: set[int] = set()
+    dropped_timer: int | None = None
+    for e in history[last_start:]:
+        if e["EventType"] in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed):
+            rewound_ids.add(e["TaskScheduledId"])
+        elif e["EventType"] == ET.TimerFired:
+            record = state["retry_timers"].get(str(e["TimerId"]))
+            if record and record.get("exhausted") and e["TimerId"] == state["next_id"] - 1:
+                dropped_timer = e["TimerId"]
+                rewound_ids.add(record["failed_task"])
+                state["retries"][str(record["failed_task"])] = {
+                    k: v for k, v in record.items() if k not in ("exhausted", "failed_task")}
+                del state["retry_timers"][str(e["TimerId"])]
+                state["next_id"] -= 1
+    generic = {"EventType": int(ET.GenericEvent), "EventId": -1, "IsPlayed": True,
+               "Data": f"Rewound: {reason or ''}"}
+    rewritten = []
+    for e in history:
+        kind = e["EventType"]
+        if kind == ET.ExecutionCompleted:
+            continue
+        undo = ((kind in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed)
+                 and e["TaskScheduledId"] in rewound_ids)
+                or (dropped_timer is not None and kind in (ET.TimerCreated, ET.TimerFired)
+                    and dropped_timer in (e.get("EventId"), e.get("TimerId"))))
+        rewritten.append({**generic, "Timestamp": e["Timestamp"]} if undo else e)
+    ts = p.history_time(p.utcnow())
+    woken = [instance_id]
+    with engine.store.transaction():
+        engine.store.replace_history(instance_id, [json.dumps(e) for e in rewritten])
+        for task_id in sorted(rewound_ids):
+            source = scheduled[task_id]
+            if source["EventType"] == ET.TaskScheduled:
+                engine.store.add_activity(instance_id, row["execution_id"], task_id,
+                                          source["Name"], source.get("Input"))
+            else:
+                create_instance(engine.store, source["InstanceId"], source["Name"],
+                                source.get("Input"), json.dumps(source.get("Input")),
+                                parent=(instance_id, row["execution_id"], task_id))
+                woken.append(source["InstanceId"])
+        if not rewound_ids:  # a failure in orchestrator code: just replay it
+            engine.store.add_inbox(instance_id, row["execution_id"], json.dumps(
+                p.event(ET.GenericEvent, ts, Data="Rewound")), time.time())
+        engine.store.update_instance(instance_id, status="Running", output=None,
+                                     engine_state=json.dumps(state))
+    engine.notify_status(instance_id)
+    for activity in engine.store.all_activities():
+        if activity["instance_id"] == instance_id:
+            engine._spawn(engine._run_activity(activity))
+    for target in woken:
+        engine.wake_instance(target)
+
+
+def restart(engine: Engine, instance_id: str, new_instance_id: bool) -> dict:
+    row = _instance(engine, instance_id)
+    target = uuid.uuid4().hex if new_instance_id else instance_id
+    with engine.store.transaction():
+        if not new_instance_id and row["status"] not in p.TERMINAL_STATUSES:
+            raise Conflict(f"instance '{instance_id}' is {row['status']}; restart it with a new "
+                           "instance id or terminate it first")
+        created = create_instance(engine.store, target, row["name"], row["input"],
+                                  row["input_raw"])
+    engine.wake_instance(target)
+    return created
+
+
+def purge(engine: Engine, instance_id: str) -> int:
+    with engine.store.transaction():
+        deleted = engine.store.delete_instance(instance_id)
+    if deleted:
+        engine.notify_status(instance_id)
+    return deleted
+
+
+def purge_by(engine: Engine, *, created_from=None, created_to=None, statuses=None) -> int:
+    rows = engine.store.query_instances(**_filters(created_from, created_to, statuses, None))
+    with engine.store.transaction():
+        for r in rows:
+            engine.store.delete_instance(r["instance_id"])
+    return len(rows)
+
+
+def signal_entity(engine: Engine, name: str, key: str, operation: str,
+                  input_text: str | None) -> None:
+    if engine.index.entity(name) is None:
+        raise NotFound(p.unknown_function_message(
+            name, "entity", [n for n, _ in engine.index.entities.values()]))
+    if not operation:
+        raise BadRequest("signalling an entity needs an operation name (?op=...)")
+    scheduler_id = p.entity_id(name, key)
+    with engine.store.transaction():
+        engine.store.add_entity_op(scheduler_id, operation, input_text, True)
+    engine.wake_entity(scheduler_id)
+
+
+def read_entity(engine: Engine, name: str, key: str) -> str | None:
+    row = engine.store.get_entity(p.entity_id(name, key))
+    return row["state"] if row else None
+
+
+def list_entities(engine: Engine, name: str | None, top: int, offset: int) -> list[dict]:
+    return [{"entityId": {"name": r["name"], "key": r["key"]},
+             "lastOperationTime": p.status_time(p.from_epoch(r["updated_at"])),
+             "state": p.decode_json_text(r["state"])}
+            for r in engine.store.query_entities(name, top, offset)]

@@ -1,0 +1,398 @@
+"""One aiohttp application: the app's HTTP triggers, the durable management API and the dashboard.
+
+The management API is served twice from the same handlers: publicly at
+`/runtime/webhooks/durabletask/` (the URLs `create_check_status_response` hands out) and at a
+per-process secret path that the SDK's client binding uses as its `rpcBaseUrl` (the extension's
+loopback-only rpc listener), so requiring keys on the public webhooks never breaks the SDK.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import azure.functions as func
+from aiohttp import web
+from multidict import CIMultiDict
+
+from . import commands
+from . import protocol as p
+from .context import InvocationContext
+from .engine import Engine
+from .errors import BadRequest, DevhostError, NotFound, Unauthorized
+from .loader import HttpFunction
+from .routes import RouteTemplate
+
+log = logging.getLogger("devhost.http")
+WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Azure Functions' request size limit
+
+ENGINE = web.AppKey("engine", Engine)
+HOST = web.AppKey("host", object)
+
+
+class HostState:
+    """What the HTTP layer needs besides the engine: keys, hub name, the rpc secret."""
+
+    def __init__(self, engine: Engine, hub: str, route_prefix: str, port: int, bind_host: str,
+                 master_key: str | None, function_keys: list[str]):
+        self.engine, self.hub, self.route_prefix = engine, hub, route_prefix.strip("/")
+        self.master_key = master_key or None
+        self.function_keys = [k for k in function_keys if k]
+        self.rpc_token = secrets.token_urlsafe(18)
+        loopback = bind_host in ("", "0.0.0.0", "::", "localhost") or bind_host.startswith("127.")
+        self.rpc_base = (f"http://{'127.0.0.1' if loopback else bind_host}:{port}"
+                         f"/_devhost/rpc/{self.rpc_token}/durabletask/")
+        self.http_pool = ThreadPoolExecutor(16, "http")
+        self.triggers: list[tuple[RouteTemplate, HttpFunction]] = sorted(
+            ((RouteTemplate(f.route), f) for f in engine.index.http),
+            key=lambda pair: pair[0].sort_key)
+
+    @property
+    def keys_enforced(self) -> bool:
+        return bool(self.master_key or self.function_keys)
+
+    def key_level(self, request: web.Request) -> str | None:
+        """'admin', 'function' or None for the key the request carries."""
+        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
+        if self.master_key and hmac.compare_digest(given, self.master_key):
+            return "admin"
+        if any(hmac.compare_digest(given, k) for k in self.function_keys):
+            return "function"
+        return None
+
+
+def error_response(status: int, message: str) -> web.Response:
+    # Message/ExceptionMessage are the extension's keys, which the SDK client reads.
+    return web.json_response({"error": message, "Message": message, "ExceptionMessage": message},
+                             status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except DevhostError as exc:
+        return error_response(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and not exc.text.startswith("{"):
+            return error_response(exc.status, exc.reason)
+        raise
+    except Exception as exc:  # never a traceback wall for the client; log it for the person
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(500, f"devhost failed: {type(exc).__name__}: {exc}")
+
+
+# ----------------------------------------------------------------------------------------------
+# management API
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    return default if value is None else value.strip().lower() == "true"
+
+
+def _int_query(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest(f"query parameter '{name}' must be a non-negative integer")
+    return int(value)
+
+
+def _public_base(request: web.Request) -> str:
+    return f"{request.url.origin()}{WEBHOOK_PREFIX}"
+
+
+def check_status_response(request: web.Request, instance_id: str) -> web.Response:
+    host: HostState = request.app[HOST]
+    payload = p.management_urls(_public_base(request), instance_id, host.hub,
+                                code=host.master_key)
+    return web.json_response(payload, status=202, headers={
+        "Location": payload["statusQueryGetUri"], "Retry-After": "10"})
+
+
+def status_response(document: dict | None, request: web.Request) -> web.Response:
+    if document is None:
+        return web.Response(status=404)
+    if document["runtimeStatus"] in ("Pending", "Running", "ContinuedAsNew", "Suspended"):
+        return web.json_response(document, status=202, headers={
+            "Location": str(request.url), "Retry-After": "5"})
+    return web.json_response(document, status=200)
+
+
+def management_routes() -> web.RouteTableDef:
+    routes = web.RouteTableDef()
+
+    def engine_of(request: web.Request) -> Engine:
+        return request.app[HOST].engine
+
+    @routes.post("/orchestrators/{functionName}")
+    @routes.post("/orchestrators/{functionName}/{instanceId}")
+    async def start(request: web.Request) -> web.Response:
+        engine = engine_of(request)
+        row = commands.start(engine, request.match_info["functionName"],
+                             request.match_info.get("instanceId"), await request.read())
+        timeout = request.query.get("timeout")
+        if timeout is None:
+            return check_status_response(request, row["instance_id"])
+        try:
+            deadline = asyncio.get_running_loop().time() + float(timeout)
+        except ValueError:
+            raise BadRequest("timeout must be a number of seconds") from None
+        while True:
+            document = commands.status(engine, row["instance_id"])
+            if document and document["runtimeStatus"] in p.TERMINAL_STATUSES:
+                if document["runtimeStatus"] == "Completed":
+                    return web.json_response(document["output"])
+                return web.json_response(document)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return check_status_response(request, row["instance_id"])
+            try:
+                await asyncio.wait_for(engine.wait_for_status(row["instance_id"]), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    @routes.get("/instances")
+    @routes.get("/instances/")
+    async def list_instances(request: web.Request) -> web.Response:
+        q = request.query
+        top = _int_query(request, "top")
+        offset = int(request.headers.get("x-ms-continuation-token") or 0) \
+            if (request.headers.get("x-ms-continuation-token") or "0").isdigit() else 0
+        docs = commands.list_statuses(
+            engine_of(request), created_from=q.get("createdTimeFrom"),
+            created_to=q.get("createdTimeTo"), statuses=q.get("runtimeStatus"),
+            prefix=q.get("instanceIdPrefix"), show_input=_flag(request, "showInput", True),
+            top=top, offset=offset)
+        headers = {}
+        if top is not None and len(docs) == top:
+            headers["x-ms-continuation-token"] = str(offset + top)
+        return web.json_response(docs, headers=headers)
+
+    @routes.delete("/instances")
+    @routes.delete("/instances/")
+    async def purge_many(request: web.Request) -> web.Response:
+        q = request.query
+        deleted = commands.purge_by(engine_of(request), created_from=q.get("createdTimeFrom"),
+                                    created_to=q.get("createdTimeTo"),
+                                    statuses=q.get("runtimeStatus"))
+        return web.json_response({"instancesDeleted": deleted}, status=200 if deleted else 404)
+
+    @routes.get("/instances/{instanceId}")
+    async def get_status(request: web.Request) -> web.Response:
+        document = commands.status(
+            engine_of(request), request.match_info["instanceId"],
+            show_input=_flag(request, "showInput", True),
+            show_history=_flag(request, "showHistory", False),
+            show_history_output=_flag(request, "showHistoryOutput", False))
+        return status_response(document, request)
+
+    @routes.delete("/instances/{instanceId}")
+    async def purge(request: web.Request) -> web.Response:
+        deleted = commands.purge(engine_of(request), request.match_info["instanceId"])
+        if not deleted:
+            return web.Response(status=404)
+        return web.json_response({"instancesDeleted": deleted})
+
+    @routes.post("/instances/{instanceId}/raiseEvent/{eventName}")
+    async def raise_event(request: web.Request) -> web.Response:
+        body = await request.read()
+        if body and not request.content_type.lower().endswith("json"):
+            raise BadRequest("Only application/json request content is supported")
+        data_text = None
+        if body.strip():
+            try:
+                data_text = json.dumps(json.loads(body))
+            except ValueError:
+                raise BadRequest("Invalid JSON content") from None
+        commands.raise_event(engine_of(request), request.match_info["instanceId"],
+                             request.match_info["eventName"], data_text)
+        return web.Response(status=202)
+
+    @routes.post("/instances/{instanceId}/{operation}")
+    async def lifecycle(request: web.Request) -> web.Response:
+        engine, instance_id = engine_of(request), request.match_info["instanceId"]
+        operation = request.match_info["operation"].lower()
+        reason = request.query.get("reason")
+        if operation == "restart":
+            row = commands.restart(engine, instance_id,
+                                   _flag(request, "restartWithNewInstanceId", True))
+            return check_status_response(request, row["instance_id"])
+        actions = {"terminate": commands.terminate, "suspend": commands.suspend,
+                   "resume": commands.resume, "rewind": commands.rewind}
+        if operation not in actions:
+            raise NotFound(f"unknown instance operation '{operation}'")
+        actions[operation](engine, instance_id, reason)
+        return web.Response(status=202)
+
+    @routes.get("/entities")
+    @routes.get("/entities/")
+    @routes.get("/entities/{name}")
+    async def list_entities(request: web.Request) -> web.Response:
+        top = _int_query(request, "top") or 100
+        return web.json_response(commands.list_entities(
+            engine_of(request), request.match_info.get("name"), top,
+            _int_query(request, "skip") or 0))
+
+    @routes.get("/entities/{name}/{key}")
+    async def read_entity(request: web.Request) -> web.Response:
+        state = commands.read_entity(engine_of(request), request.match_info["name"],
+                                     request.match_info["key"])
+        if state is None:
+            return web.Response(status=404)
+        return web.Response(text=state, content_type="application/json")
+
+    @routes.post("/entities/{name}/{key}")
+    @routes.delete("/entities/{name}/{key}")
+    async def signal_entity(request: web.Request) -> web.Response:
+        body = await request.text()
+        if request.method == "DELETE":
+            operation, input_text = "delete", None
+        else:
+            operation = request.query.get("op", "")
+            if not body:
+                input_text = None
+            elif request.content_type.lower().endswith("json"):
+                try:
+                    json.loads(body)
+                except ValueError:
+                    raise BadRequest("Invalid JSON content") from None
+                input_text = body
+            else:
+                input_text = json.dumps(body)
+        commands.signal_entity(engine_of(request), request.match_info["name"],
+                               request.match_info["key"], operation, input_text)
+        return web.Response(status=202)
+
+    return routes
+
+
+def management_app(host: HostState, require_key: bool) -> web.Application:
+    @web.middleware
+    async def system_key(request: web.Request, handler):
+        if require_key and host.master_key and host.key_level(request) != "admin":
+            raise Unauthorized("the durable management API needs the master key "
+                               "(?code= or x-functions-key) when keys are configured")
+        return await handler(request)
+
+    sub = web.Application(middlewares=[errors_middleware, system_key],
+                          client_max_size=MAX_REQUEST_BYTES)
+    sub[HOST] = host
+    sub.add_routes(management_routes())
+    return sub
+
+
+# ----------------------------------------------------------------------------------------------
+# the app's HTTP triggers
+
+def build_request(request: web.Request, body: bytes, route_params: dict) -> func.HttpRequest:
+    params = {k: request.query.get(k) for k in request.query.keys()}
+    return func.HttpRequest(method=request.method, url=str(request.url),
+                            headers=dict(request.headers), params=params,
+                            route_params=route_params, body=body)
+
+
+def to_web_response(result) -> web.Response:
+    """The worker's conversion of a function's return value into the host's HTTP response."""
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, func.HttpResponse):
+        headers = CIMultiDict()
+        for key, value in result.headers.items():
+            headers.add(key, value)
+        if "content-type" not in headers:
+            headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}"
+        return web.Response(status=int(result.status_code), body=result.get_body(),
+                            headers=headers)
+    if isinstance(result, (str, bytes)):
+        return web.Response(status=200, body=result if isinstance(result, bytes) else
+                            result.encode(), content_type="text/plain", charset="utf-8")
+    return web.json_response(result)
+
+
+async def handle_trigger(request: web.Request) -> web.StreamResponse:
+    host: HostState = request.app[HOST]
+    path = request.path
+    prefix = f"/{host.route_prefix}" if host.route_prefix else ""
+    if prefix and not (path.lower() == prefix.lower() or path.lower().startswith(prefix.lower() + "/")):
+        raise NotFound(f"no function at {path}")
+    relative = path[len(prefix):]
+    method_mismatch = False
+    for template, function in host.triggers:
+        values = template.match(relative)
+        if values is None:
+            continue
+        if function.methods and request.method.upper() not in function.methods:
+            method_mismatch = True
+            continue
+        return await invoke_http_function(request, host, function, values)
+    if method_mismatch:
+        return error_response(405, f"method {request.method} is not allowed for {path}")
+    raise NotFound(f"no function at {path}")
+
+
+async def invoke_http_function(request: web.Request, host: HostState, function: HttpFunction,
+                               route_params: dict) -> web.Response:
+    if host.keys_enforced and function.auth_level != "anonymous":
+        level = host.key_level(request)
+        if level is None or (function.auth_level == "admin" and level != "admin"):
+            raise Unauthorized(f"function '{function.name}' needs a "
+                               f"{'master' if function.auth_level == 'admin' else 'function'} "
+                               "key (?code= or the x-functions-key header)")
+    body = await request.read()
+    kwargs = {function.request_param: build_request(request, body, route_params)}
+    invocation = InvocationContext(function.name)
+    if function.client_param:
+        kwargs[function.client_param] = p.client_binding(
+            _public_base(request), host.rpc_base, function.client_hub or host.hub,
+            function.client_connection or "Storage", code=host.master_key)
+    if function.wants_context:
+        kwargs["context"] = invocation
+    try:
+        if function.is_async:
+            result = await function.fn(**kwargs)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(
+                host.http_pool, lambda: function.fn(**kwargs))
+    except Exception as exc:  # the user's code failed: Azure answers 500
+        log.error("function '%s' failed (invocation %s):\n%s", function.name,
+                  invocation.invocation_id, "".join(traceback.format_exception(exc)))
+        return error_response(500, f"function '{function.name}' failed: "
+                                   f"{type(exc).__name__}: {exc}")
+    return to_web_response(result)
+
+
+# ----------------------------------------------------------------------------------------------
+# the application
+
+def build_app(host: HostState) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[HOST] = host
+    app.add_subapp(WEBHOOK_PREFIX, management_app(host, require_key=True))
+    app.add_subapp(f"/_devhost/rpc/{host.rpc_token}/durabletask",
+                   management_app(host, require_key=False))
+
+    async def host_status(_: web.Request) -> web.Response:
+        return web.json_response({"state": "Running", "hub": host.hub,
+                                  "counts": host.engine.store.counts(),
+                                  "id": str(uuid.uuid5(uuid.NAMESPACE_URL, host.rpc_base))})
+
+    async def dashboard(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(DASHBOARD_DIR / "index.html")
+
+    app.router.add_get("/admin/host/status", host_status)
+    app.router.add_get("/_devhost/", dashboard)
+    app.router.add_get("/_devhost", dashboard)
+    if DASHBOARD_DIR.is_dir():
+        app.router.add_static("/_devhost/static", DASHBOARD_DIR)
+    app.router.add_route("*", "/{tail:.*}", handle_trigger)
+    return app

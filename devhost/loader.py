@@ -1,0 +1,154 @@
+"""Imports an unmodified Function app once and indexes its functions by trigger type.
+
+Does what the Functions host + Python worker do before the first invocation: put
+local.settings.json Values in the environment, import the script with the app folder as cwd and
+on sys.path, find the single FunctionRegister, and call get_functions() exactly once (a second
+call raises in the SDK).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import azure.functions as func
+
+from .config import load_local_settings
+from .errors import AppLoadError
+
+
+@dataclass
+class HttpFunction:
+    name: str
+    route: str
+    methods: list[str] | None          # None = every method
+    auth_level: str                    # anonymous | function | admin
+    fn: Callable
+    request_param: str
+    client_param: str | None           # durableClient binding name, if any
+    client_hub: str | None
+    client_connection: str | None
+    wants_context: bool
+    is_async: bool
+
+
+@dataclass
+class ActivityFunction:
+    name: str
+    fn: Callable
+    input_param: str
+    wants_context: bool
+    is_async: bool
+
+
+@dataclass
+class AppIndex:
+    http: list[HttpFunction] = field(default_factory=list)
+    orchestrators: dict[str, tuple[str, Callable]] = field(default_factory=dict)
+    activities: dict[str, ActivityFunction] = field(default_factory=dict)
+    entities: dict[str, tuple[str, Callable]] = field(default_factory=dict)
+    unsupported: list[tuple[str, str]] = field(default_factory=list)
+
+    # Durable registry lookups are case-insensitive, as in the extension.
+    def orchestrator(self, name: str) -> tuple[str, Callable] | None:
+        return self.orchestrators.get(name.lower())
+
+    def activity(self, name: str) -> ActivityFunction | None:
+        return self.activities.get(name.lower())
+
+    def entity(self, name: str) -> tuple[str, Callable] | None:
+        return self.entities.get(name.lower())
+
+
+def apply_local_settings(app_dir: Path) -> dict[str, str]:
+    """Put local.settings.json Values in os.environ; variables already set win, so a shell or a
+    test can override a setting without editing the file."""
+    values = load_local_settings(app_dir)
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+    return values
+
+
+def _enum_text(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _summarise_import_error(script: str, exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    app_frames = [f for f in frames if "site-packages" not in f.filename
+                  and "importlib" not in f.filename]
+    where = f" ({Path(app_frames[-1].filename).name} line {app_frames[-1].lineno})" \
+        if app_frames else ""
+    return f"the Function app failed to import {script}: {type(exc).__name__}: {exc}{where}"
+
+
+def import_app(app_dir: Path) -> func.FunctionRegister:
+    script = os.environ.get("PYTHON_SCRIPT_FILE_NAME") or "function_app.py"
+    if not (app_dir / script).is_file():
+        raise AppLoadError(f"no {script} in {app_dir}: point --app at a Functions Python v2 app "
+                           "folder (the one with host.json and function_app.py)")
+    for extra in (app_dir / ".python_packages/lib/site-packages", app_dir):
+        if extra.is_dir() and str(extra) not in sys.path:
+            sys.path.insert(0, str(extra))
+    os.chdir(app_dir)  # the SDK reads host.json relative to the working directory
+    os.environ.setdefault("AzureWebJobsScriptRoot", str(app_dir))
+    module_name = Path(script).stem
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's code: anything can happen
+        raise AppLoadError(_summarise_import_error(script, exc)) from exc
+    registers = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+    if len(registers) != 1:
+        raise AppLoadError(f"{script} must define exactly one top-level function app "
+                           f"(df.DFApp or func.FunctionApp); found {len(registers)}")
+    return registers[0]
+
+
+def index_app(app: func.FunctionRegister) -> AppIndex:
+    try:
+        functions = app.get_functions()
+    except Exception as exc:
+        raise AppLoadError(f"the Function app's functions are invalid: {exc}") from exc
+    index = AppIndex()
+    for f in functions:
+        name = f.get_function_name()
+        trigger = f.get_trigger()
+        fn = f.get_user_function()
+        params = list(inspect.signature(fn).parameters)
+        binding_names = {b.name for b in f.get_bindings()}
+        wants_context = "context" in params and "context" not in binding_names
+        is_async = inspect.iscoroutinefunction(fn)
+        kind = trigger.type
+        if kind == "httpTrigger":
+            client = next((b for b in f.get_bindings() if b.type == "durableClient"), None)
+            methods = [_enum_text(m).upper() for m in trigger.methods] if trigger.methods else None
+            index.http.append(HttpFunction(
+                name=name, route=trigger.route or name, methods=methods,
+                auth_level=_enum_text(trigger.auth_level or "function").lower(), fn=fn,
+                request_param=trigger.name, client_param=client.name if client else None,
+                client_hub=getattr(client, "task_hub", None) if client else None,
+                client_connection=getattr(client, "connection_name", None) if client else None,
+                wants_context=wants_context, is_async=is_async))
+        elif kind == "orchestrationTrigger":
+            registered = getattr(trigger, "orchestration", None) or name
+            index.orchestrators[registered.lower()] = (registered, fn)
+        elif kind == "activityTrigger":
+            registered = getattr(trigger, "activity", None) or name
+            index.activities[registered.lower()] = ActivityFunction(
+                registered, fn, trigger.name, wants_context, is_async)
+        elif kind == "entityTrigger":
+            registered = getattr(trigger, "entity_name", None) or name
+            index.entities[registered.lower()] = (registered, fn)
+        else:
+            index.unsupported.append((name, kind))
+    return index
+
+
+def load_app(app_dir: Path) -> AppIndex:
+    apply_local_settings(app_dir)
+    return index_app(import_app(app_dir))

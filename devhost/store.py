@@ -1,0 +1,339 @@
+"""The task hub in one SQLite file: the only module that speaks SQL.
+
+Every state transition the engine makes is one `with store.transaction():` block composed of the
+small statements below, so a crash (kill -9) at any point leaves either the state before or the
+state after. WAL + synchronous=NORMAL: a process crash loses nothing committed; an OS crash may
+lose the last few milliseconds of commits but never corrupts the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import DatabaseError
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE instances (
+        instance_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT,            -- the SDK-level input text handed to the context
+        input_raw TEXT,        -- the input as the status document shows it (JSON text)
+        output TEXT,           -- JSON text
+        custom_status TEXT,    -- JSON text
+        parent_instance_id TEXT,
+        parent_execution_id TEXT,
+        parent_task_id INTEGER,
+        engine_state TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX instances_created ON instances(created_at);
+    CREATE TABLE history (
+        instance_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (instance_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL,
+        execution_id TEXT,     -- NULL: for whichever execution is current (external events)
+        event TEXT NOT NULL,
+        visible_at REAL NOT NULL
+    );
+    CREATE INDEX inbox_instance ON inbox(instance_id, id);
+    CREATE INDEX inbox_visible ON inbox(visible_at);
+    CREATE TABLE activities (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        task_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        input TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX activities_instance ON activities(instance_id);
+    CREATE TABLE entities (
+        entity_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        state TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE entity_ops (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        entity_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        input TEXT,
+        is_signal INTEGER NOT NULL,
+        caller_instance TEXT,
+        caller_execution TEXT,
+        request_id TEXT,
+        visible_at REAL NOT NULL
+    );
+    CREATE INDEX entity_ops_entity ON entity_ops(entity_id, id);
+    """,
+]
+
+INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "input_raw",
+                    "output", "custom_status", "parent_instance_id", "parent_execution_id",
+                    "parent_task_id", "engine_state", "created_at", "updated_at")
+
+
+class Store:
+    """One connection, used from the engine's event-loop thread only."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"cannot open the task hub database {self.path}: {exc}. "
+                                "If the file is corrupt, move it away (devhost will create a "
+                                "new one) or point --db at another file.") from exc
+        self._depth = 0
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"the task hub database {self.path} has schema version {current}, newer than "
+                f"this devhost understands ({SCHEMA_VERSION}); upgrade devhost or use --db "
+                "with another file")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                (str(version),))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT; nested uses join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.db.execute("COMMIT")
+
+    # -- instances --------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM instances WHERE instance_id=?",
+                              (instance_id,)).fetchone()
+        return dict(row) if row else None
+
+    def put_instance(self, row: dict) -> None:
+        placeholders = ",".join("?" for _ in INSTANCE_COLUMNS)
+        self.db.execute(f"INSERT OR REPLACE INTO instances ({','.join(INSTANCE_COLUMNS)}) "
+                        f"VALUES ({placeholders})", [row.get(c) for c in INSTANCE_COLUMNS])
+
+    def update_instance(self, instance_id: str, **fields: Any) -> None:
+        fields.setdefault("updated_at", time.time())
+        assignments = ",".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE instances SET {assignments} WHERE instance_id=?",
+                        [*fields.values(), instance_id])
+
+    def query_instances(self, *, created_from: float | None = None,
+                        created_to: float | None = None, statuses: list[str] | None = None,
+                        prefix: str | None = None, limit: int | None = None,
+                        offset: int = 0) -> list[dict]:
+        sql, args = "SELECT * FROM instances WHERE 1=1", []
+        if created_from is not None:
+            sql += " AND created_at >= ?"
+            args.append(created_from)
+        if created_to is not None:
+            sql += " AND created_at <= ?"
+            args.append(created_to)
+        if statuses:
+            sql += f" AND status IN ({','.join('?' for _ in statuses)})"
+            args.extend(statuses)
+        if prefix:
+            sql += " AND substr(instance_id, 1, ?) = ?"
+            args.extend([len(prefix), prefix])
+        sql += " ORDER BY created_at DESC, instance_id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args.extend([limit, offset])
+        return [dict(r) for r in self.db.execute(sql, args)]
+
+    def delete_instance(self, instance_id: str) -> int:
+        """Remove an instance and everything queued for it; returns 1 if it existed."""
+        self.clear_history(instance_id)
+        self.db.execute("DELETE FROM inbox WHERE instance_id=?", (instance_id,))
+        self.db.execute("DELETE FROM activities WHERE instance_id=?", (instance_id,))
+        return self.db.execute("DELETE FROM instances WHERE instance_id=?",
+                               (instance_id,)).rowcount
+
+    # -- history ----------------------------------------------------------------------------
+
+    def history_texts(self, instance_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT event FROM history WHERE instance_id=? ORDER BY seq", (instance_id,))]
+
+    def history(self, instance_id: str) -> list[dict]:
+        return [json.loads(t) for t in self.history_texts(instance_id)]
+
+    def append_history(self, instance_id: str, texts: list[str]) -> None:
+        """Append after whatever is there (a terminate or suspend may have added an event while
+        an episode was running)."""
+        start = self.db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE "
+                                "instance_id=?", (instance_id,)).fetchone()[0]
+        self.db.executemany("INSERT INTO history VALUES (?,?,?)",
+                            [(instance_id, start + i, t) for i, t in enumerate(texts)])
+
+    def replace_history(self, instance_id: str, texts: list[str]) -> None:
+        self.clear_history(instance_id)
+        self.append_history(instance_id, texts)
+
+    def clear_history(self, instance_id: str) -> None:
+        self.db.execute("DELETE FROM history WHERE instance_id=?", (instance_id,))
+
+    # -- inbox (completions, external events, timers) -------------------------------------
+
+    def add_inbox(self, instance_id: str, execution_id: str | None, event_text: str,
+                  visible_at: float) -> None:
+        self.db.execute("INSERT INTO inbox (instance_id, execution_id, event, visible_at) "
+                        "VALUES (?,?,?,?)", (instance_id, execution_id, event_text, visible_at))
+
+    def inbox(self, instance_id: str, visible_before: float | None = None) -> list[dict]:
+        sql = "SELECT * FROM inbox WHERE instance_id=?"
+        args: list[Any] = [instance_id]
+        if visible_before is not None:
+            sql += " AND visible_at <= ?"
+            args.append(visible_before)
+        return [dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def delete_inbox(self, ids: list[int]) -> None:
+        self.db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in ids])
+
+    def delete_inbox_where_event_like(self, instance_id: str, pattern: str) -> None:
+        self.db.execute("DELETE FROM inbox WHERE instance_id=? AND event LIKE ?",
+                        (instance_id, pattern))
+
+    def clear_inbox(self, instance_id: str) -> None:
+        self.db.execute("DELETE FROM inbox WHERE instance_id=?", (instance_id,))
+
+    def instances_with_inbox(self) -> list[tuple[str, float]]:
+        """(instance, earliest visible time) for every instance with queued events."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT instance_id, MIN(visible_at) FROM inbox GROUP BY instance_id")]
+
+    # -- activities -------------------------------------------------------------------------
+
+    def add_activity(self, instance_id: str, execution_id: str, task_id: int, name: str,
+                     input_text: str | None) -> int:
+        return self.db.execute(
+            "INSERT INTO activities (instance_id, execution_id, task_id, name, input, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (instance_id, execution_id, task_id, name, input_text, time.time())).lastrowid
+
+    def get_activity(self, activity_id: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM activities WHERE id=?", (activity_id,)).fetchone()
+        return dict(row) if row else None
+
+    def delete_activity(self, activity_id: int) -> int:
+        return self.db.execute("DELETE FROM activities WHERE id=?", (activity_id,)).rowcount
+
+    def delete_activities_of(self, instance_id: str) -> None:
+        self.db.execute("DELETE FROM activities WHERE instance_id=?", (instance_id,))
+
+    def all_activities(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM activities ORDER BY id")]
+
+    # -- entities ---------------------------------------------------------------------------
+
+    def get_entity(self, scheduler_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM entities WHERE entity_id=?",
+                              (scheduler_id,)).fetchone()
+        return dict(row) if row else None
+
+    def put_entity(self, scheduler_id: str, name: str, key: str, state: str | None) -> None:
+        if state is None:
+            self.db.execute("DELETE FROM entities WHERE entity_id=?", (scheduler_id,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?)",
+                            (scheduler_id, name, key, state, time.time()))
+
+    def query_entities(self, name: str | None = None, limit: int = 100,
+                       offset: int = 0) -> list[dict]:
+        sql, args = "SELECT * FROM entities", []
+        if name:
+            sql += " WHERE name=?"
+            args.append(name.lower())
+        sql += " ORDER BY updated_at DESC LIMIT ? OFFSET ?"
+        return [dict(r) for r in self.db.execute(sql, [*args, limit, offset])]
+
+    def add_entity_op(self, scheduler_id: str, name: str, input_text: str | None,
+                      is_signal: bool, caller_instance: str | None = None,
+                      caller_execution: str | None = None, request_id: str | None = None,
+                      visible_at: float | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO entity_ops (entity_id, name, input, is_signal, caller_instance, "
+            "caller_execution, request_id, visible_at) VALUES (?,?,?,?,?,?,?,?)",
+            (scheduler_id, name, input_text, int(is_signal), caller_instance, caller_execution,
+             request_id, visible_at if visible_at is not None else time.time()))
+
+    def entity_ops(self, scheduler_id: str, limit: int) -> list[dict]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM entity_ops WHERE entity_id=? AND visible_at <= ? ORDER BY id LIMIT ?",
+            (scheduler_id, time.time(), limit))]
+
+    def delete_entity_ops(self, ids: list[int]) -> None:
+        self.db.executemany("DELETE FROM entity_ops WHERE id=?", [(i,) for i in ids])
+
+    def entities_with_ops(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT entity_id FROM entity_ops")]
+
+    def counts(self) -> dict:
+        """Small numbers for the dashboard and health checks."""
+        by_status = {r[0]: r[1] for r in self.db.execute(
+            "SELECT status, COUNT(*) FROM instances GROUP BY status")}
+        return {"instances": by_status,
+                "entities": self.db.execute("SELECT COUNT(*) FROM entities").fetchone()[0],
+                "pendingActivities": self.db.execute(
+                    "SELECT COUNT(*) FROM activities").fetchone()[0],
+                "pendingEntityOperations": self.db.execute(
+                    "SELECT COUNT(*) FROM entity_ops").fetchone()[0]}

@@ -1,0 +1,107 @@
+"""The offline provider: a real gemma-3-270m inference through call_llm_impl.
+
+Not skipped anywhere: the local model is a required dependency of the project.
+Run with ``pytest -s`` to see the measured load and generation times.
+"""
+
+from __future__ import annotations
+
+import time
+
+from activities import local_model
+from activities.llm import call_llm_impl
+from activities.local_model import build_prompt
+
+LOCAL_SETTINGS = ["AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL", "OPENAI_API_KEY", "LOCAL_MODEL_PATH"]
+
+
+def test_build_prompt_is_a_plain_transcript():
+    prompt = build_prompt(
+        [
+            {"role": "system", "content": "  You are a pirate.  "},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Arr."},
+            {"role": "user", "content": "Where is the gold?\n"},
+        ]
+    )
+    assert prompt == "You are a pirate.\n\nUser: Hi\nAssistant: Arr.\nUser: Where is the gold?\nAssistant:"
+
+
+def test_build_prompt_without_system_and_with_several_system_messages():
+    assert build_prompt([{"role": "user", "content": "Hi"}]) == "User: Hi\nAssistant:"
+    prompt = build_prompt(
+        [
+            {"role": "system", "content": "Rule one."},
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": "Rule two."},
+        ]
+    )
+    assert prompt.startswith("Rule one.\n\nRule two.\n\nUser: Hi")
+    assert prompt.endswith("\nAssistant:")
+
+
+def test_local_model_answers(monkeypatch):
+    for name in LOCAL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLM_PROVIDER", "local")
+
+    started = time.perf_counter()
+    local_model.get_model()
+    load_s = time.perf_counter() - started
+
+    request = {
+        "agent": {"name": "local", "instructions": "You are a helpful assistant.", "model": None,
+                  "temperature": 0.7, "max_output_tokens": 48},
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+        "turn_id": "local-1",
+    }
+    started = time.perf_counter()
+    result = call_llm_impl(request)
+    generate_s = time.perf_counter() - started
+
+    print(
+        f"\nlocal model: load {load_s:.2f} s (llama init {local_model.load_seconds:.2f} s), "
+        f"generation {generate_s:.2f} s, {result.get('usage')}, reply {result.get('reply')!r}"
+    )
+    assert result["ok"] is True, result
+    assert isinstance(result["reply"], str) and result["reply"].strip()
+    assert result["provider"] == "local"
+    assert "gemma" in result["model"]
+    usage = result["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert result["latency_ms"] > 0
+
+
+def test_local_model_trims_history_to_fit_context(monkeypatch):
+    monkeypatch.setenv("LLM_PROVIDER", "local")
+    for name in LOCAL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    llm = local_model.get_model()
+    long_history = [{"role": "system", "content": "Be brief."}]
+    for i in range(200):
+        long_history += [
+            {"role": "user", "content": f"Tell me fact number {i} about the sea, in detail please."},
+            {"role": "assistant", "content": f"Fact {i}: the sea is large, deep, salty and full of fish."},
+        ]
+    long_history.append({"role": "user", "content": "Last question: is the sea wet?"})
+    prompt, n_tokens = local_model._fit_prompt(llm, long_history, 64)
+    assert n_tokens <= llm.n_ctx() - 64
+    assert prompt.startswith("Be brief.\n\n") and prompt.endswith("User: Last question: is the sea wet?\nAssistant:")
+
+
+def test_local_model_greedy_is_repeatable(monkeypatch):
+    for name in LOCAL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLM_PROVIDER", "local")
+    request = {
+        "agent": {"name": "local", "instructions": "", "temperature": 0, "max_output_tokens": 16},
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "turn_id": "local-2",
+    }
+    first, second = call_llm_impl(request), call_llm_impl(request)
+    assert first["ok"] and second["ok"]
+    assert first["reply"] == second["reply"]
