@@ -147,6 +147,16 @@ def _fit_prompt(llm, messages: list[dict], max_tokens: int) -> tuple[str, int]:
     budget = llm.n_ctx() - max_tokens
     system = [m for m in messages if m.get("role") == "system"]
     turns = [m for m in messages if m.get("role") != "system"]
+    # Estimate per-turn cost once, keep the newest turns that fit, then verify exactly.
+    used = len(llm.tokenize(build_prompt(system).encode("utf-8"), add_bos=True))
+    keep = 0
+    for m in reversed(turns):
+        line = build_prompt([m]).rsplit("\nAssistant:", 1)[0] + "\n"
+        used += len(llm.tokenize(line.encode("utf-8"), add_bos=False))
+        if used > budget and keep:
+            break
+        keep += 1
+    turns = turns[len(turns) - keep:]
     while True:
         prompt = build_prompt(system + turns)
         n_tokens = len(llm.tokenize(prompt.encode("utf-8"), add_bos=True))
