@@ -49,8 +49,8 @@ def thread_entity(context: df.DurableEntityContext) -> None:
         context.set_result(state)
         return
     if operation == "delete":
-        context.destruct_on_exit()
         context.set_result(state is not None)
+        context.destruct_on_exit()  # after set_result, which marks the entity as existing
         return
     if operation not in OPERATIONS:
         raise ValueError(f"unknown thread operation '{operation}'")

@@ -105,3 +105,17 @@ def test_local_model_greedy_is_repeatable(monkeypatch):
     first, second = call_llm_impl(request), call_llm_impl(request)
     assert first["ok"] and second["ok"]
     assert first["reply"] == second["reply"]
+
+
+def test_local_prompt_too_long_is_context_length(monkeypatch):
+    for name in LOCAL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLM_PROVIDER", "local")
+    request = {
+        "agent": {"name": "local", "instructions": "", "max_output_tokens": 16},
+        "messages": [{"role": "user", "content": "sea " * 5000}],
+        "turn_id": "local-3",
+    }
+    result = call_llm_impl(request)
+    assert result["ok"] is False
+    assert result["error"]["kind"] == "context_length" and result["error"]["status"] == 502
