@@ -117,7 +117,7 @@ def raise_event(engine: Engine, instance_id: str, event_name: str, data_text: st
 
 
 def _lifecycle_event(engine: Engine, row: dict, kind: ET, reason: str | None, **fields) -> None:
-    engine.store.append_history(row["instance_id"], [p.stored_event_text(
+    engine.store.append_history(row["instance_id"], [p.stored_event(
         p.event(kind, p.history_time(p.utcnow()), Input=reason, **fields))])
 
 
@@ -144,7 +144,7 @@ def suspend(engine: Engine, instance_id: str, reason: str | None) -> None:
     if row["status"] == "Suspended":
         raise Conflict(f"instance '{instance_id}' is already suspended")
     with engine.store.transaction():
-        engine.store.append_history(instance_id, [p.stored_event_text(p.event(
+        engine.store.append_history(instance_id, [p.stored_event(p.event(
             ET.ExecutionSuspended, p.history_time(p.utcnow()), Reason=reason))])
         engine.store.update_instance(instance_id, status="Suspended")
     engine.notify_status(instance_id)
@@ -157,7 +157,7 @@ def resume(engine: Engine, instance_id: str, reason: str | None) -> None:
     if row["status"] != "Suspended":
         raise Conflict(f"instance '{instance_id}' is not suspended (it is {row['status']})")
     with engine.store.transaction():
-        engine.store.append_history(instance_id, [p.stored_event_text(p.event(
+        engine.store.append_history(instance_id, [p.stored_event(p.event(
             ET.ExecutionResumed, p.history_time(p.utcnow()), Reason=reason))])
         engine.store.update_instance(instance_id, status="Running")
     engine.notify_status(instance_id)
@@ -204,7 +204,7 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
     ts = p.history_time(p.utcnow())
     woken = [instance_id]
     with engine.store.transaction():
-        engine.store.replace_history(instance_id, [json.dumps(e) for e in rewritten])
+        engine.store.replace_history(instance_id, [p.stored_event(e) for e in rewritten])
         for task_id in sorted(rewound_ids):
             source = scheduled[task_id]
             if source["EventType"] == ET.TaskScheduled:

@@ -26,6 +26,7 @@ from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
 from . import protocol as p
+from . import sdk_speedups
 from .calls import perform_http_call
 from .config import HostConfig
 from .loader import AppIndex
@@ -55,6 +56,7 @@ class Effects:
 
 class Engine:
     def __init__(self, store: Store, index: AppIndex, config: HostConfig):
+        sdk_speedups.install()
         self.store, self.index, self.cfg = store, index, config
         self.orchestrator_pool = ThreadPoolExecutor(config.max_orchestrators, "orchestrator")
         self.activity_pool = ThreadPoolExecutor(config.max_activities, "activity")
@@ -201,7 +203,7 @@ class Engine:
         started = p.utcnow()
         ts = p.history_time(started)
         new_events = [p.event(ET.OrchestratorStarted, ts)] + [json.loads(r["event"]) for r in batch]
-        history_texts = store.history_texts(instance_id)
+        history_texts = store.replay_texts(instance_id)
 
         registered = self.index.orchestrator(inst["name"])
         if registered is None:
@@ -420,7 +422,7 @@ class Engine:
                     or current["status"] in p.TERMINAL_STATUSES):
                 return  # terminated, purged or replaced while the episode ran: discard it
             store.delete_inbox(consumed)
-            store.append_history(instance_id, [p.stored_event_text(e) for e in history])
+            store.append_history(instance_id, [p.stored_event(e) for e in history])
             for op in fx.entity_ops:
                 if outcome != "Failed" and (outcome == "Running" or op["is_signal"]):
                     store.add_entity_op(op["entity"], op["name"], op["input"], op["is_signal"],

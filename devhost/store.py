@@ -42,6 +42,7 @@ MIGRATIONS: list[str] = [
         instance_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
         event TEXT NOT NULL,
+        replayed INTEGER NOT NULL,  -- 1 if the SDK acts on it, 0 if only people read it
         PRIMARY KEY (instance_id, seq)
     ) WITHOUT ROWID;
     CREATE TABLE inbox (
@@ -209,24 +210,28 @@ class Store:
 
     # -- history ----------------------------------------------------------------------------
 
-    def history_texts(self, instance_id: str) -> list[str]:
+    def replay_texts(self, instance_id: str) -> list[str]:
+        """The events an orchestrator replay needs, as stored JSON text, in order."""
         return [r[0] for r in self.db.execute(
-            "SELECT event FROM history WHERE instance_id=? ORDER BY seq", (instance_id,))]
+            "SELECT event FROM history WHERE instance_id=? AND replayed=1 ORDER BY seq",
+            (instance_id,))]
 
     def history(self, instance_id: str) -> list[dict]:
-        return [json.loads(t) for t in self.history_texts(instance_id)]
+        return [json.loads(r[0]) for r in self.db.execute(
+            "SELECT event FROM history WHERE instance_id=? ORDER BY seq", (instance_id,))]
 
-    def append_history(self, instance_id: str, texts: list[str]) -> None:
-        """Append after whatever is there (a terminate or suspend may have added an event while
-        an episode was running)."""
+    def append_history(self, instance_id: str, events: list[tuple[str, bool]]) -> None:
+        """Append (event text, replayed) pairs after whatever is there (a terminate or suspend
+        may have added an event while an episode was running)."""
         start = self.db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE "
                                 "instance_id=?", (instance_id,)).fetchone()[0]
-        self.db.executemany("INSERT INTO history VALUES (?,?,?)",
-                            [(instance_id, start + i, t) for i, t in enumerate(texts)])
+        self.db.executemany("INSERT INTO history VALUES (?,?,?,?)",
+                            [(instance_id, start + i, text, int(replayed))
+                             for i, (text, replayed) in enumerate(events)])
 
-    def replace_history(self, instance_id: str, texts: list[str]) -> None:
+    def replace_history(self, instance_id: str, events: list[tuple[str, bool]]) -> None:
         self.clear_history(instance_id)
-        self.append_history(instance_id, texts)
+        self.append_history(instance_id, events)
 
     def clear_history(self, instance_id: str) -> None:
         self.db.execute("DELETE FROM history WHERE instance_id=?", (instance_id,))

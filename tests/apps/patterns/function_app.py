@@ -235,3 +235,84 @@ def long_wait(context: df.DurableOrchestrationContext):
     value = yield context.wait_for_external_event("Go")
     result = yield context.call_activity("say_hello", str(value))
     return result
+
+
+# --- added for tests/test_devhost_*.py (management, crash and SDK-context checks) -------------
+import time  # noqa: E402
+
+
+@app.activity_trigger(input_name="step")
+def slow_step(step: dict) -> str:
+    """A slow step that leaves a trace per execution (at-least-once: may appear twice)."""
+    time.sleep(0.3)
+    with open(os.path.join(FLAKY_DIR, f"slow-{step['key']}"), "a") as f:
+        f.write(f"{step['i']}\n")
+    return f"step {step['i']}"
+
+
+@app.orchestration_trigger(context_name="context")
+def slow_steps(context: df.DurableOrchestrationContext):
+    """Five sequential slow activities, each followed by an entity add: the crash test."""
+    key = context.get_input()
+    entity = df.EntityId("Counter", key)
+    results = []
+    for i in range(5):
+        results.append((yield context.call_activity("slow_step", {"key": key, "i": i})))
+        yield context.call_entity(entity, "add", 1)
+    total = yield context.call_entity(entity, "get")
+    return {"results": results, "total": total}
+
+
+@app.orchestration_trigger(context_name="context")
+def flaky_once(context: df.DurableOrchestrationContext):
+    """One flaky call without retry: fails the instance (rewind tests)."""
+    return (yield context.call_activity("flaky", context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_of_flaky(context: df.DurableOrchestrationContext):
+    """An uncaught failing sub-orchestration (rewind of a sub-orchestration)."""
+    spec = context.get_input()
+    child = yield context.call_sub_orchestrator("flaky_once", spec, f"{context.instance_id}-kid")
+    return {"child": child}
+
+
+@app.orchestration_trigger(context_name="context")
+def echo(context: df.DurableOrchestrationContext):
+    """Returns its input as the SDK hands it over (input decoding tests)."""
+    return context.get_input()
+    yield  # noqa
+
+
+@app.orchestration_trigger(context_name="context")
+def whoami(context: df.DurableOrchestrationContext):
+    """What the SDK context says about this instance."""
+    return {"instanceId": context.instance_id, "parent": context.parent_instance_id,
+            "input": context.get_input()}
+    yield  # noqa
+
+
+@app.orchestration_trigger(context_name="context")
+def parent_asks(context: df.DurableOrchestrationContext):
+    return (yield context.call_sub_orchestrator("whoami", {"n": 1}, f"{context.instance_id}-w"))
+
+
+@app.orchestration_trigger(context_name="context")
+def status_then_wait(context: df.DurableOrchestrationContext):
+    """Custom status while waiting for "Go", another one when done."""
+    context.set_custom_status({"stage": "waiting", "n": [1, 2]})
+    value = yield context.wait_for_external_event("Go")
+    context.set_custom_status({"stage": "done"})
+    return value
+
+
+@app.entity_trigger(context_name="context", entity_name="Register")
+def register(context: df.DurableEntityContext):
+    """A value holder that supports the built-in 'delete' operation (DELETE entities/...)."""
+    op = context.operation_name
+    if op == "set":
+        context.set_state(context.get_input())
+    elif op == "delete":
+        context.destruct_on_exit()
+        return
+    context.set_result(context.get_state(lambda: None))

@@ -1,0 +1,173 @@
+"""`python -m bench`: devhost and agent-turn figures, each with a baseline measured in the same run.
+
+- SQLite WAL commit (the storage floor) and an HTTP round trip to devhost (the transport floor).
+- Five sequential activities: start→completion latency p50/p99 and throughput.
+- Fan-out/fan-in of 1,000 activities.
+- One agent turn (POST /run → 200) against a zero-latency fake model, vs calling that model
+  directly with the same openai client: the overhead durability adds to a turn.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from conftest import DevhostProcess  # noqa: E402
+from tests.fake_openai import FakeOpenAI  # noqa: E402
+
+WEBHOOKS = "/runtime/webhooks/durabletask"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(values_ms: list[float]) -> str:
+    return (f"p50 {pct(values_ms, .5):8.2f} ms   p99 {pct(values_ms, .99):8.2f} ms   "
+            f"mean {statistics.mean(values_ms):8.2f} ms   (n={len(values_ms)})")
+
+
+def sqlite_commit_floor(samples: int = 2000) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(Path(tmp) / "floor.sqlite", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        times = []
+        for i in range(samples):
+            start = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (v) VALUES (?)", (str(i),))
+            db.execute("COMMIT")
+            times.append((time.perf_counter() - start) * 1000)
+        db.close()
+    return times
+
+
+async def http_floor(session: aiohttp.ClientSession, base: str, samples: int) -> list[float]:
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        async with session.get(base + "/admin/host/status") as r:
+            await r.read()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def run_orchestration(session, base: str, name: str, payload=None) -> float:
+    """Start through the webhook with a server-side wait: returns start→completion ms."""
+    start = time.perf_counter()
+    async with session.post(f"{base}{WEBHOOKS}/orchestrators/{name}?timeout=120",
+                            json=payload) as r:
+        body = await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{name} did not complete: {r.status} {body[:200]!r}")
+    return (time.perf_counter() - start) * 1000
+
+
+async def devhost_figures(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        host = DevhostProcess(ROOT / "bench" / "app", Path(tmp) / "bench.sqlite")
+        host.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                base = host.base
+                await run_orchestration(session, base, "five_steps")  # warm up
+                floor = await http_floor(session, base, 200)
+                latencies = [await run_orchestration(session, base, "five_steps")
+                             for _ in range(args.sequential)]
+                start = time.perf_counter()
+                await asyncio.gather(*[run_orchestration(session, base, "five_steps")
+                                       for _ in range(args.concurrent)])
+                throughput = args.concurrent / (time.perf_counter() - start)
+                fan = [await run_orchestration(session, base, "fan_out", args.fan_out)
+                       for _ in range(args.fan_out_runs)]
+        finally:
+            host.kill()
+    return {"http_floor": floor, "five_steps": latencies, "throughput": throughput, "fan": fan}
+
+
+async def agent_figures(args) -> dict:
+    with FakeOpenAI() as llm, tempfile.TemporaryDirectory() as tmp:
+        env = {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url,
+               "OPENAI_API_KEY": "bench", "OPENAI_MODEL": "fake"}
+        host = DevhostProcess(ROOT, Path(tmp) / "agent.sqlite", env)
+        host.start()
+        try:
+            import openai
+            client = openai.OpenAI(base_url=llm.base_url, api_key="bench", max_retries=0)
+            direct = []
+            for _ in range(args.turns):
+                start = time.perf_counter()
+                client.chat.completions.create(model="fake", messages=[
+                    {"role": "user", "content": "hello"}])
+                direct.append((time.perf_counter() - start) * 1000)
+            async with aiohttp.ClientSession() as session:
+                run = f"{host.base}/api/agents/MyDurableAgent/run"
+                async with session.post(run, data="warm up") as r:
+                    thread = r.headers["x-ms-thread-id"]
+                turns = []
+                for _ in range(args.turns):
+                    start = time.perf_counter()
+                    async with session.post(f"{run}?thread_id={thread}", data="hello") as r:
+                        await r.read()
+                        assert r.status == 200, r.status
+                    turns.append((time.perf_counter() - start) * 1000)
+        finally:
+            host.kill()
+    return {"direct": direct, "turns": turns}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument("--fan-out", type=int, default=1000)
+    parser.add_argument("--fan-out-runs", type=int, default=3)
+    parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--json", help="also write the raw figures to this file")
+    args = parser.parse_args()
+
+    commit = sqlite_commit_floor()
+    dev = asyncio.run(devhost_figures(args))
+    agent = asyncio.run(agent_figures(args))
+    commit_p50 = pct(commit, .5)
+    http_p50 = pct(dev["http_floor"], .5)
+    five_p50 = pct(dev["five_steps"], .5)
+    fan_mean = statistics.mean(dev["fan"])
+    turn_p50, direct_p50 = pct(agent["turns"], .5), pct(agent["direct"], .5)
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"baseline  SQLite WAL commit            {summary(commit)}")
+    print(f"baseline  HTTP round trip to devhost   {summary(dev['http_floor'])}")
+    print(f"devhost   five sequential activities   {summary(dev['five_steps'])}")
+    print(f"          = {five_p50 / commit_p50:,.0f}x a commit, {five_p50 / http_p50:,.1f}x an "
+          f"HTTP round trip (p50)")
+    print(f"devhost   throughput, {args.concurrent} concurrent five-step orchestrations: "
+          f"{dev['throughput']:.1f} orchestrations/s")
+    print(f"devhost   fan-out/fan-in of {args.fan_out} activities: mean {fan_mean:.0f} ms "
+          f"({args.fan_out / fan_mean * 1000:,.0f} activities/s), runs "
+          + ", ".join(f"{v:.0f}" for v in dev["fan"]) + " ms")
+    print(f"baseline  model call made directly     {summary(agent['direct'])}")
+    print(f"agent     one turn, POST /run → 200    {summary(agent['turns'])}")
+    print(f"          durability overhead per turn (p50): {turn_p50 - direct_p50:.2f} ms, "
+          f"{turn_p50 / direct_p50:.1f}x the bare model call")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"commit": commit, **dev, **agent}))
+
+
+if __name__ == "__main__":
+    main()
