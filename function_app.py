@@ -3,11 +3,13 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.llm import bp as llm_activity
+from activities.turns import bp as turn_activities
 from api.health import bp as health_api
 from api.run import bp as run_api
 from entities.thread import bp as thread_entities
 from orchestrators.agent_turn import bp as turn_orchestrator
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (run_api, health_api, turn_orchestrator, llm_activity, thread_entities):
+for blueprint in (run_api, health_api, turn_orchestrator, llm_activity, turn_activities,
+                  thread_entities):
     app.register_functions(blueprint)

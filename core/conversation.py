@@ -15,7 +15,45 @@ def new_state(agent: str, thread_id: str, now: str) -> dict:
     return {"schemaVersion": SCHEMA_VERSION, "agent": agent, "threadId": thread_id,
             "createdAt": now, "updatedAt": now, "messages": [],
             "totals": {"turns": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                       "total_tokens": 0}}
+                       "total_tokens": 0},
+            "lease": None, "waiting": []}
+
+
+# -- turn ordering: one turn at a time per thread ---------------------------------------------
+# The thread owns a lease. A turn that finds it taken queues itself (FIFO) and waits for a
+# "turn_granted" event; whoever releases the lease hands it to the next queued turn. A lease
+# expires (so a terminated turn that never releases cannot block the thread forever), and
+# waiting turns re-ask on a timer in case a hand-off notification was lost.
+
+def _expired(lease: dict, now: str) -> bool:
+    return lease["expiresAt"] <= now
+
+
+def acquire(state: dict, turn_id: str, instance_id: str, now: str, expires_at: str) -> bool:
+    """Take the lease if free, expired or already ours; otherwise queue. True if granted."""
+    lease = state.get("lease")
+    if lease is None or lease["turnId"] == turn_id or _expired(lease, now):
+        state["lease"] = {"turnId": turn_id, "instanceId": instance_id, "expiresAt": expires_at}
+        state["waiting"] = [w for w in state.get("waiting", []) if w["turnId"] != turn_id]
+        return True
+    waiting = state.setdefault("waiting", [])
+    if all(w["turnId"] != turn_id for w in waiting):
+        waiting.append({"turnId": turn_id, "instanceId": instance_id})
+    return False
+
+
+def release(state: dict, turn_id: str, expires_at: str) -> dict | None:
+    """Drop this turn's lease or queue place; hand the lease to the next turn (returned)."""
+    state["waiting"] = [w for w in state.get("waiting", []) if w["turnId"] != turn_id]
+    lease = state.get("lease")
+    if lease is None or lease["turnId"] != turn_id:
+        return None
+    state["lease"] = None
+    if not state["waiting"]:
+        return None
+    following = state["waiting"].pop(0)
+    state["lease"] = {**following, "expiresAt": expires_at}
+    return following
 
 
 def upgrade(state: dict | None) -> dict | None:

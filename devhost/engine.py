@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
@@ -70,6 +70,9 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._status_waiters: dict[str, list[asyncio.Future]] = {}
         self.stopping = False
+        # (hub, connection) → durableClient binding JSON; set by the HTTP layer, which knows
+        # the addresses, for functions other than HTTP triggers that take a client binding.
+        self.client_binding: Callable[[str | None, str | None], str] | None = None
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -560,6 +563,9 @@ class Engine:
             meta.Datum(type="string", value=input_text if input_text is not None else "null"),
             trigger_metadata=None)
         kwargs = {activity.input_param: value}
+        if activity.client_param:
+            kwargs[activity.client_param] = self.client_binding(activity.client_hub,
+                                                                activity.client_connection)
         if activity.wants_context:
             kwargs["context"] = invocation_context(activity.name)
         timeout = self.cfg.function_timeout

@@ -51,6 +51,9 @@ class HostState:
         self.rpc_base = (f"http://{'127.0.0.1' if loopback else bind_host}:{port}"
                          f"/_devhost/rpc/{self.rpc_token}/durabletask/")
         self.http_pool = ThreadPoolExecutor(16, "http")
+        public = f"http://{'localhost' if loopback else bind_host}:{port}{WEBHOOK_PREFIX}"
+        engine.client_binding = lambda hub, connection: p.client_binding(
+            public, self.rpc_base, hub or self.hub, connection or "Storage", self.master_key)
         self.triggers: list[tuple[RouteTemplate, HttpFunction]] = sorted(
             ((RouteTemplate(f.route), f) for f in engine.index.http),
             key=lambda pair: pair[0].sort_key)

@@ -44,6 +44,9 @@ class ActivityFunction:
     input_param: str
     wants_context: bool
     is_async: bool
+    client_param: str | None = None    # a durableClient binding on the activity, if any
+    client_hub: str | None = None
+    client_connection: str | None = None
 
 
 @dataclass
@@ -124,8 +127,8 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
         wants_context = "context" in params and "context" not in binding_names
         is_async = inspect.iscoroutinefunction(fn)
         kind = trigger.type
+        client = next((b for b in f.get_bindings() if b.type == "durableClient"), None)
         if kind == "httpTrigger":
-            client = next((b for b in f.get_bindings() if b.type == "durableClient"), None)
             methods = [_enum_text(m).upper() for m in trigger.methods] if trigger.methods else None
             index.http.append(HttpFunction(
                 name=name, route=trigger.route or name, methods=methods,
@@ -140,7 +143,10 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
         elif kind == "activityTrigger":
             registered = getattr(trigger, "activity", None) or name
             index.activities[registered.lower()] = ActivityFunction(
-                registered, fn, trigger.name, wants_context, is_async)
+                registered, fn, trigger.name, wants_context, is_async,
+                client.name if client else None,
+                getattr(client, "task_hub", None) if client else None,
+                getattr(client, "connection_name", None) if client else None)
         elif kind == "entityTrigger":
             registered = getattr(trigger, "entity_name", None) or name
             index.entities[registered.lower()] = (registered, fn)

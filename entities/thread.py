@@ -1,16 +1,16 @@
 """The thread entity: one per conversation, named `dafx-<agent>` with the thread's uuid as key.
 
-Operations (each a small function below):
-- `get_context` {agent, thread_id, create, budget_tokens} → the newest messages that fit the
-  budget; creates the thread on its first turn.
-- `append_turn` {turn_id, message, reply, usage, model, durations, started_at, completed_at}
-  → {appended, message_count}; a turn id already stored changes nothing.
-- `get` → the whole state document (or null).
-- `delete` → forgets the thread.
+Operations (each a small function below; `now`/`lease_until` come from the calling
+orchestration's deterministic clock):
+- `acquire` {agent, thread_id, create, budget_tokens, turn_id, instance_id, now, lease_until}
+  → {granted, history} or {granted: false} (queued) or {missing: true}; creates the thread on
+  its first turn.
+- `append_turn` {turn record} → {appended, message_count, next}: stores the exchange (a turn id
+  already stored changes nothing) and hands the lease to the next queued turn.
+- `release` {turn_id, lease_until} → {next}: a failed turn gives up its lease or queue place.
+- `get` → the whole state document (or null); `delete` → forgets the thread.
 """
 from __future__ import annotations
-
-from datetime import datetime, timezone
 
 import azure.durable_functions as df
 
@@ -20,44 +20,53 @@ from core.agents import load_catalogue
 bp = df.Blueprint()
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def get_context(state: dict | None, request: dict) -> tuple[dict | None, list[dict]]:
+def acquire(state: dict | None, request: dict) -> tuple[dict | None, dict]:
     if state is None:
         if not request.get("create"):
-            return None, []
-        state = conversation.new_state(request["agent"], request["thread_id"], _now())
-    return state, conversation.context_window(state["messages"], int(request["budget_tokens"]))
+            return None, {"granted": False, "missing": True}
+        state = conversation.new_state(request["agent"], request["thread_id"], request["now"])
+    if not conversation.acquire(state, request["turn_id"], request["instance_id"],
+                                request["now"], request["lease_until"]):
+        return state, {"granted": False, "holder": state["lease"]}
+    window = conversation.context_window(state["messages"], int(request["budget_tokens"]))
+    return state, {"granted": True, "history": window}
 
 
-def append_turn(state: dict | None, turn: dict) -> tuple[dict, dict]:
-    if state is None:  # a thread deleted while its turn ran: keep the turn, recreate the thread
-        state = conversation.new_state(turn["agent"], turn["thread_id"], turn["started_at"])
+def append_turn(state: dict | None, turn: dict) -> tuple[dict | None, dict]:
+    if state is None:  # deleted while the turn ran: the thread stays forgotten
+        return None, {"appended": False, "message_count": 0, "next": None}
     appended = conversation.append_turn(state, turn)
-    return state, {"appended": appended, "message_count": len(state["messages"])}
+    following = conversation.release(state, turn["turn_id"], turn["lease_until"])
+    return state, {"appended": appended, "message_count": len(state["messages"]),
+                   "next": following}
 
 
-OPERATIONS = {"get_context": get_context, "append_turn": append_turn}
+def release(state: dict | None, request: dict) -> tuple[dict | None, dict]:
+    if state is None:
+        return None, {"next": None}
+    return state, {"next": conversation.release(state, request["turn_id"],
+                                                request["lease_until"])}
+
+
+OPERATIONS = {"acquire": acquire, "append_turn": append_turn, "release": release}
 
 
 def thread_entity(context: df.DurableEntityContext) -> None:
     state = conversation.upgrade(context.get_state(lambda: None))
     operation = context.operation_name
     if operation == "get":
-        context.set_result(state)
-        return
-    if operation == "delete":
-        context.set_result(state is not None)
-        context.destruct_on_exit()  # after set_result, which marks the entity as existing
-        return
-    if operation not in OPERATIONS:
+        new_state, result = state, state
+    elif operation == "delete":
+        new_state, result = None, state is not None
+    elif operation in OPERATIONS:
+        new_state, result = OPERATIONS[operation](state, context.get_input())
+    else:
         raise ValueError(f"unknown thread operation '{operation}'")
-    new_state, result = OPERATIONS[operation](state, context.get_input())
-    if new_state is not None:
-        context.set_state(new_state)
     context.set_result(result)
+    if new_state is None:
+        context.destruct_on_exit()  # set_result marks an entity as existing: undo that
+    else:
+        context.set_state(new_state)
 
 
 def _register(entity_name: str) -> None:

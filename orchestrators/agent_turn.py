@@ -1,14 +1,19 @@
-"""One chat turn = one orchestration: read the thread's context window from its entity, call the
-model through the LLM activity with durable retries, write the completed turn back, return it.
+"""One chat turn = one orchestration: take the thread's turn lease (which returns the context
+window), call the model through the LLM activity with durable retries, write the completed turn
+back (which hands the lease to the next queued turn), return the result document.
 
 Its input is small (agent, thread, message, turn id), never the transcript, and a failed turn
 is never written to the thread: the orchestration fails with a classified reason instead.
+Turns on one thread run one at a time, in arrival order, each seeing every earlier exchange.
 """
 from __future__ import annotations
+
+from datetime import timedelta
 
 import azure.durable_functions as df
 
 from activities.errors import parse_error_text
+from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
 from core.agents import find_agent
 
@@ -19,6 +24,8 @@ LLM_ACTIVITY = "call_llm"
 # or a persistent outage gets two more tries, 2 s apart.
 LLM_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=3)
 DEFAULT_OUTPUT_TOKENS = 256
+LEASE = timedelta(minutes=10)          # a turn that never releases blocks its thread this long
+RECHECK = timedelta(seconds=5)         # a queued turn re-asks this often if not notified
 
 
 class TurnFailed(Exception):
@@ -37,6 +44,46 @@ def elapsed_ms(start, end) -> float:
     return round((end - start).total_seconds() * 1000, 1)
 
 
+def take_turn(context: df.DurableOrchestrationContext, thread, request: dict):
+    """Acquire the thread's lease, queueing behind earlier turns; returns the history window."""
+    notified = True
+    while True:
+        now = context.current_utc_datetime
+        grant = yield context.call_entity(thread, "acquire", {
+            **request, "now": now.isoformat(), "lease_until": (now + LEASE).isoformat()})
+        if grant.get("missing"):
+            raise TurnFailed("[thread_not_found:404] the thread was deleted")
+        if grant["granted"]:
+            return grant["history"]
+        timer = context.create_timer(now + RECHECK)
+        if notified:  # a stale notification must not spin this loop: wait on it only once
+            event = context.wait_for_external_event(TURN_GRANTED_EVENT)
+            winner = yield context.task_any([event, timer])
+            if winner == event:
+                timer.cancel()
+                notified = False
+                continue
+        else:
+            yield timer
+        holder = grant.get("holder")
+        if holder and not (yield context.call_activity("turn_is_active", holder["instanceId"])):
+            yield from hand_off(context, thread, holder["turnId"], "release")
+
+
+def hand_off(context: df.DurableOrchestrationContext, thread, turn_id: str, operation: str,
+             record: dict | None = None):
+    """Give up the lease (with `append_turn` or `release`) and wake the next running turn."""
+    lease_until = (context.current_utc_datetime + LEASE).isoformat()
+    result = yield context.call_entity(thread, operation, {
+        **(record or {}), "turn_id": turn_id, "lease_until": lease_until})
+    following = result.get("next")
+    while following and not (yield context.call_activity("notify_turn", following)):
+        skipped = yield context.call_entity(thread, "release", {
+            "turn_id": following["turnId"], "lease_until": lease_until})
+        following = skipped.get("next")
+    return result
+
+
 @bp.orchestration_trigger(context_name="context")
 def agent_turn(context: df.DurableOrchestrationContext):
     turn = context.get_input()
@@ -45,9 +92,10 @@ def agent_turn(context: df.DurableOrchestrationContext):
         raise TurnFailed(f"[not_found:404] agent '{turn['agent']}' is no longer configured")
     started = context.current_utc_datetime
     thread = df.EntityId(agent.entity_name, turn["thread_key"])
-    history = yield context.call_entity(thread, "get_context", {
+    history = yield from take_turn(context, thread, {
         "agent": agent.name, "thread_id": turn["thread_id"], "create": turn["new_thread"],
-        "budget_tokens": context_budget(agent, turn["message"])})
+        "budget_tokens": context_budget(agent, turn["message"]), "turn_id": turn["turn_id"],
+        "instance_id": context.instance_id})
 
     request = {"agent": agent.to_activity(), "turn_id": turn["turn_id"],
                "messages": conversation.prompt_messages(agent.instructions, history,
@@ -56,18 +104,19 @@ def agent_turn(context: df.DurableOrchestrationContext):
         answer = yield context.call_activity_with_retry(LLM_ACTIVITY, LLM_RETRY, request)
     except Exception as exc:  # retries exhausted: a classified reason, nothing written
         kind, status, message = parse_error_text(str(exc))
-        raise TurnFailed(f"[{kind}:{status}] {message}") from None
+        answer = {"ok": False, "error": {"kind": kind, "status": status, "message": message}}
     if not answer.get("ok"):
+        yield from hand_off(context, thread, turn["turn_id"], "release")
         error = answer["error"]
         raise TurnFailed(f"[{error['kind']}:{error['status']}] {error['message']}")
 
     completed = context.current_utc_datetime
     durations = {"model": answer.get("latency_ms"), "turn": elapsed_ms(started, completed)}
-    record = {"agent": agent.name, "thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
-              "message": turn["message"], "reply": answer["reply"], "usage": answer["usage"],
-              "model": answer["model"], "durations": durations,
-              "started_at": started.isoformat(), "completed_at": completed.isoformat()}
-    stored = yield context.call_entity(thread, "append_turn", record)
+    record = {"agent": agent.name, "thread_id": turn["thread_id"], "message": turn["message"],
+              "reply": answer["reply"], "usage": answer["usage"], "model": answer["model"],
+              "durations": durations, "started_at": started.isoformat(),
+              "completed_at": completed.isoformat()}
+    stored = yield from hand_off(context, thread, turn["turn_id"], "append_turn", record)
     return {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
             "instance_id": context.instance_id, "reply": answer["reply"],
             "usage": answer["usage"], "model": answer["model"],

@@ -232,3 +232,30 @@ def test_health(agent_host):
     assert r.status == 200
     assert r.json() == {"status": "ok", "agents": ["MyDurableAgent"],
                         "provider": {"provider": "openai", "model": "fake-model"}}
+
+
+def test_twenty_simultaneous_turns_on_one_thread_run_one_at_a_time(agent_host, llm):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = agent_host.request("POST", RUN, "turn 0", TEXT)
+    thread_id = first.headers["x-ms-thread-id"]
+    llm.reset()
+
+    def post(i: int):
+        return agent_host.request("POST", f"{RUN}?thread_id={thread_id}", f"turn {i}", TEXT)
+
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(post, range(1, 21)))
+    assert all(r.status == 200 for r in replies), [r for r in replies if r.status != 200]
+
+    state = thread_state(agent_host, thread_id)
+    messages = state["messages"]
+    assert len(messages) == 42  # turn 0 + 20 concurrent turns, none lost
+    assert state["lease"] is None and state["waiting"] == []
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    assert sorted(users) == sorted(f"turn {i}" for i in range(21))
+    # Each model call saw every exchange stored before it, in the stored order.
+    by_message = {r.messages[-1]["content"]: r.messages for r in llm.requests}
+    for index in range(2, 42, 2):
+        sent = by_message[messages[index]["content"]]
+        assert [m["content"] for m in sent[1:-1]] == [m["content"] for m in messages[:index]]

@@ -59,19 +59,42 @@ ANSWER = {"ok": True, "reply": "Python", "usage": {"prompt_tokens": 30, "complet
           "model": "m", "finish_reason": "stop", "latency_ms": 12.5, "provider": "openai"}
 
 
-def test_turn_first_reads_the_thread_context_from_its_entity():
+GRANTED = {"granted": True, "history": None}
+
+
+def test_turn_first_takes_the_thread_lease_which_returns_the_context():
     state = run(start_events())
     assert state["isDone"] is False
     (action,) = state["actions"][0]
-    assert action["actionType"] == 7 and action["operation"] == "get_context"
+    assert action["actionType"] == 7 and action["operation"] == "acquire"
     assert action["instanceId"] == f"@dafx-mydurableagent@{KEY}"
     request = json.loads(action["input"])
     assert request["create"] is False and request["budget_tokens"] > 0
+    assert request["turn_id"] == "t1" and request["instance_id"] == "i1"
+    assert request["lease_until"] > request["now"]
+
+
+def test_a_queued_turn_waits_for_its_grant_then_asks_again():
+    history = start_events() + [ev(13), entity_call(0, "r1", "acquire"), ev(12),
+                                entity_answer("r1", {"granted": False,
+                                                     "holder": {"turnId": "t0",
+                                                                "instanceId": "i0"}})]
+    state = run(history)
+    waits = state["actions"][0][1]
+    assert waits["actionType"] == 11  # WhenAny(grant event, recheck timer)
+    kinds = sorted(a["actionType"] for a in waits["compoundActions"])
+    assert kinds == [5, 6]
+    event = next(a for a in waits["compoundActions"] if a["actionType"] == 6)
+    assert event["externalEventName"] == "turn_granted"
+    granted = run(history + [ev(13), ev(10, 1, FireAt="2026-11-22T10:00:05.0000000Z"), ev(12),
+                             ev(15, Name="turn_granted", Input=json.dumps("t1"))])
+    again = granted["actions"][0][2]
+    assert again["actionType"] == 7 and again["operation"] == "acquire"
 
 
 def test_turn_calls_the_llm_with_retry_and_the_windowed_history():
-    history = start_events() + [ev(13), entity_call(0, "r1", "get_context"), ev(12),
-                                entity_answer("r1", HISTORY_WINDOW)]
+    history = start_events() + [ev(13), entity_call(0, "r1", "acquire"), ev(12),
+                                entity_answer("r1", {"granted": True, "history": HISTORY_WINDOW})]
     state = run(history)
     retry = state["actions"][0][1]
     assert retry["actionType"] == 12  # the SDK wraps a with-retry task in a WhenAll
@@ -86,20 +109,21 @@ def test_turn_calls_the_llm_with_retry_and_the_windowed_history():
 
 def test_turn_writes_the_completed_exchange_then_returns_the_result_document():
     t2 = "2026-11-22T10:00:02.0000000Z"
-    history = start_events() + [ev(13), entity_call(0, "r1", "get_context"), ev(12),
-                                entity_answer("r1", HISTORY_WINDOW), ev(4, 1, Name="call_llm"),
+    history = start_events() + [ev(13), entity_call(0, "r1", "acquire"), ev(12),
+                                entity_answer("r1", {"granted": True, "history": HISTORY_WINDOW}),
+                                ev(4, 1, Name="call_llm"),
                                 ev(13), ev(12, ts=t2),
                                 ev(5, ts=t2, TaskScheduledId=1, Result=json.dumps(ANSWER))]
     state = run(history)
     write = state["actions"][0][2]
     assert write["actionType"] == 7 and write["operation"] == "append_turn"
-    record = json.loads(json.loads(write["input"]))if write["input"].startswith('"') \
-        else json.loads(write["input"])
+    record = json.loads(write["input"])
     assert record["turn_id"] == "t1" and record["reply"] == "Python"
     assert record["durations"] == {"model": 12.5, "turn": 2000.0}
 
     done = run(history + [ev(13), entity_call(2, "r2", "append_turn"), ev(12, ts=t2),
-                          entity_answer("r2", {"appended": True, "message_count": 4}, t2)])
+                          entity_answer("r2", {"appended": True, "message_count": 4,
+                                               "next": None}, t2)])
     assert done["isDone"] is True
     output = done["output"]
     assert output["reply"] == "Python" and output["thread_id"] == THREAD
@@ -110,12 +134,17 @@ def test_turn_writes_the_completed_exchange_then_returns_the_result_document():
 def test_a_permanent_model_error_fails_the_turn_without_writing_it():
     refused = {"ok": False, "error": {"kind": "content_filter", "status": 502,
                                       "message": "blocked by the content filter"}}
-    history = start_events() + [ev(13), entity_call(0, "r1", "get_context"), ev(12),
-                                entity_answer("r1", []), ev(4, 1, Name="call_llm"), ev(13),
+    history = start_events() + [ev(13), entity_call(0, "r1", "acquire"), ev(12),
+                                entity_answer("r1", {"granted": True, "history": []}),
+                                ev(4, 1, Name="call_llm"), ev(13),
                                 ev(12), ev(5, TaskScheduledId=1, Result=json.dumps(refused))]
     state = run(history)
-    assert state["error"] == "[content_filter:502] blocked by the content filter"
-    assert all(a.get("operation") != "append_turn" for a in state["actions"][0])
+    release = state["actions"][0][2]
+    assert release["operation"] == "release"  # gives the lease back, writes nothing
+    released = run(history + [ev(13), entity_call(2, "r2", "release"), ev(12),
+                              entity_answer("r2", {"next": None})])
+    assert released["error"] == "[content_filter:502] blocked by the content filter"
+    assert all(a.get("operation") != "append_turn" for a in released["actions"][0])
 
 
 # -- the thread entity through the SDK's entity handle -----------------------------------------
@@ -133,21 +162,51 @@ def turn_record(turn_id: str, message: str = "hi", reply: str = "hello") -> dict
             "message": message, "reply": reply,
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
             "model": "m", "durations": {"model": 1.0, "turn": 2.0},
-            "started_at": "2026-11-22T10:00:00+00:00", "completed_at": "2026-11-22T10:00:01+00:00"}
+            "started_at": "2026-11-22T10:00:00+00:00", "completed_at": "2026-11-22T10:00:01+00:00",
+            "lease_until": "2026-11-22T10:10:00+00:00"}
+
+
+LEASE = {"now": "2026-11-22T10:00:00+00:00", "lease_until": "2026-11-22T10:10:00+00:00"}
+
+
+def acquire_request(turn_id: str, create: bool = True, **extra) -> dict:
+    return {"agent": "MyDurableAgent", "thread_id": THREAD, "budget_tokens": 500,
+            "turn_id": turn_id, "instance_id": f"i-{turn_id}", "create": create,
+            **LEASE, **extra}
 
 
 def test_entity_creates_the_thread_only_when_asked():
-    read = {"agent": "MyDurableAgent", "thread_id": THREAD, "budget_tokens": 500}
-    absent = batch(None, ("get_context", {**read, "create": False}))
-    assert json.loads(absent["results"][0]["result"]) == []
-    created = batch(None, ("get_context", {**read, "create": True}))
+    absent = batch(None, ("acquire", acquire_request("a", create=False)))
+    assert json.loads(absent["results"][0]["result"]) == {"granted": False, "missing": True}
+    assert absent["entityExists"] is False  # a refused read must not create the entity
+    created = batch(None, ("acquire", acquire_request("a")))
     assert created["entityExists"] is True
     state = json.loads(created["entityState"])
     assert state["schemaVersion"] == 1 and state["threadId"] == THREAD and state["messages"] == []
+    assert state["lease"]["turnId"] == "a"
+
+
+def test_entity_queues_turns_and_hands_the_lease_over_in_order():
+    out = batch(None, ("acquire", acquire_request("a")), ("acquire", acquire_request("b")),
+                ("acquire", acquire_request("c")), ("acquire", acquire_request("b")),
+                ("append_turn", {**turn_record("a"), "lease_until": LEASE["lease_until"]}))
+    results = [json.loads(r["result"]) for r in out["results"]]
+    assert [r["granted"] for r in results[:4]] == [True, False, False, False]
+    assert results[1]["holder"]["turnId"] == "a"
+    assert results[4]["next"] == {"turnId": "b", "instanceId": "i-b"}
+    state = json.loads(out["entityState"])
+    assert state["lease"]["turnId"] == "b" and [w["turnId"] for w in state["waiting"]] == ["c"]
+    freed = batch(out["entityState"], ("release", {"turn_id": "b", **LEASE}))
+    assert json.loads(freed["results"][0]["result"])["next"]["turnId"] == "c"
+    expired = batch(freed["entityState"], ("acquire", acquire_request(
+        "d", now="2026-11-22T11:00:00+00:00", lease_until="2026-11-22T11:10:00+00:00")))
+    assert json.loads(expired["results"][0]["result"])["granted"] is True  # c's lease lapsed
 
 
 def test_entity_append_is_idempotent_per_turn_id():
-    out = batch(None, ("append_turn", turn_record("a")), ("append_turn", turn_record("a")),
+    first = batch(None, ("acquire", acquire_request("a")))
+    out = batch(first["entityState"], ("append_turn", turn_record("a")),
+                ("append_turn", turn_record("a")),
                 ("append_turn", turn_record("b", "second", "again")))
     results = [json.loads(r["result"]) for r in out["results"]]
     assert [r["appended"] for r in results] == [True, False, True]
