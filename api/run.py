@@ -3,34 +3,31 @@
 The wait is our own short back-off over the durable client's status (milliseconds, not the
 SDK's one-second polling), because turn latency is a headline figure. A turn that outlasts
 TURN_WAIT_SECONDS answers 202 with the standard status URLs; its output is the same document.
+An `Idempotency-Key` header makes a repeated POST return the first one's turn.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import re
 import uuid
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities.errors import parse_error_text
-from core.agents import find_agent
-from core.threads import ThreadIdError, format_thread_id, new_thread_key, parse_thread_id
+from core.threads import format_thread_id, new_thread_key
 from orchestrators.agent_turn import TURN_ORCHESTRATOR
 
+from .common import (agent_or_404, json_response, problem_response, read_thread,
+                     runtime_status, thread_key_or_error, wait_for_instance)
 from .turn_request import Problem, TurnRequest, parse_run_request
 
 bp = df.Blueprint()
 DEFAULT_WAIT_SECONDS = 30.0
-FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.002, 0.05
 FAILURE_PREFIX = f"Orchestrator function '{TURN_ORCHESTRATOR}' failed: "
-
-
-def problem_response(problem: Problem, extra_headers: dict | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(problem.to_json()), status_code=problem.status,
-                             mimetype="application/json",
-                             headers={**problem.headers, **(extra_headers or {})})
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6a1d3c52-4e0e-4a43-9a55-6b1d2b0c7a11")
 
 
 def turn_wait_seconds() -> float:
@@ -41,51 +38,48 @@ def turn_wait_seconds() -> float:
         return DEFAULT_WAIT_SECONDS
 
 
-async def wait_for_turn(client: df.DurableOrchestrationClient, instance_id: str,
-                        timeout: float):
-    """Poll status with a back-off from 2 ms to 50 ms; the last status seen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = FIRST_POLL_SECONDS
-    while True:
-        status = await client.get_status(instance_id)
-        runtime = status.runtime_status.value if status and status.runtime_status else None
-        if runtime in ("Completed", "Failed", "Terminated", "Canceled"):
-            return status
-        if loop.time() + delay > deadline:
-            return status
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, MAX_POLL_SECONDS)
+def turn_instance_id(thread_key: str, turn_id: str) -> str:
+    """Turn orchestrations are named after their thread, so a thread's turns share a prefix."""
+    return f"turn-{thread_key}-{turn_id}"
 
 
-async def resolve_thread(client, agent, turn: TurnRequest) -> tuple[str, bool]:
-    """(thread uuid key, is new); a named thread must exist: nobody creates one by naming it."""
-    if not turn.thread_id:
+def idempotency_key(req: func.HttpRequest) -> str | None:
+    key = req.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.match(key):
+        raise Problem(400, "invalid_idempotency_key", "Idempotency-Key must be 1-128 "
+                      "characters of letters, digits and . _ : ~ -")
+    return key
+
+
+async def resolve_thread(client, agent, turn: TurnRequest, key: str | None) -> tuple[str, bool]:
+    """(thread uuid key, is new). A named thread must exist: nobody creates one by naming it.
+    Without a thread, an idempotency key names the thread its first POST created."""
+    if turn.thread_id:
+        thread_key = thread_key_or_error(agent, turn.thread_id)
+        await read_thread(client, agent, thread_key)
+        return thread_key, False
+    if key is None:
         return new_thread_key(), True
+    thread_key = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{agent.name.lower()}\n{key}"))
     try:
-        key = parse_thread_id(turn.thread_id, agent.name)
-    except ThreadIdError as exc:
-        raise Problem(exc.status, "invalid_thread_id" if exc.status == 400
-                      else "thread_not_found", str(exc)) from None
-    state = await client.read_entity_state(df.EntityId(agent.entity_name, key))
-    if not state.entity_exists:
-        raise Problem(404, "thread_not_found",
-                      f"thread '{format_thread_id(agent.name, key)}' does not exist")
-    return key, False
+        await read_thread(client, agent, thread_key)
+        return thread_key, False
+    except Problem:
+        return thread_key, True
 
 
 def completed_response(result: dict, turn: TurnRequest, headers: dict) -> func.HttpResponse:
     if turn.wants_json:
-        return func.HttpResponse(json.dumps(result), status_code=200,
-                                 mimetype="application/json", headers=headers)
+        return json_response(result, 200, headers)
     return func.HttpResponse(result["reply"], status_code=200, mimetype="text/plain",
                              headers=headers)
 
 
-def failed_response(output: object, headers: dict) -> func.HttpResponse:
-    text = str(output or "")
-    kind, status, message = parse_error_text(text.removeprefix(FAILURE_PREFIX))
-    return problem_response(Problem(status, kind, message), headers)
+def failure(output: object) -> Problem:
+    kind, status, message = parse_error_text(str(output or "").removeprefix(FAILURE_PREFIX))
+    return Problem(status, kind, message)
 
 
 def accepted_response(client, req: func.HttpRequest, instance_id: str,
@@ -97,34 +91,60 @@ def accepted_response(client, req: func.HttpRequest, instance_id: str,
                              headers=merged)
 
 
+def stored_input(status) -> dict:
+    """A started orchestration's input (Python-started inputs come back as JSON text)."""
+    value = status.input_
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+async def start_turn(client, instance_id: str, turn_input: dict, replayable: bool) -> None:
+    """Start the turn, unless an idempotent repeat finds it already started."""
+    if replayable:
+        existing = await client.get_status(instance_id)
+        if runtime_status(existing):
+            if stored_input(existing).get("message") != turn_input["message"]:
+                raise Problem(422, "idempotency_key_reused", "this Idempotency-Key was used "
+                              "for another message on this thread")
+            return
+    try:
+        await client.start_new(TURN_ORCHESTRATOR, instance_id, turn_input)
+    except Exception:
+        if not replayable or not runtime_status(await client.get_status(instance_id)):
+            raise  # a concurrent repeat may have started it first; anything else is real
+
+
 @bp.route(route="agents/{name}/run", methods=None, auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
-        agent = find_agent(req.route_params.get("name", ""))
-        if agent is None:
-            raise Problem(404, "agent_not_found",
-                          f"no agent named '{req.route_params.get('name', '')}'")
+        agent = agent_or_404(req)
         turn = parse_run_request(req.method, dict(req.headers), dict(req.params), req.get_body())
-        thread_key, is_new = await resolve_thread(client, agent, turn)
+        key = idempotency_key(req)
+        thread_key, is_new = await resolve_thread(client, agent, turn, key)
+        turn_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{thread_key}\n{key}").hex if key \
+            else uuid.uuid4().hex
+        instance_id = turn_instance_id(thread_key, turn_id)
+        thread_id = format_thread_id(agent.name, thread_key)
+        headers = {"x-ms-thread-id": thread_id, "x-ms-turn-id": turn_id}
+        await start_turn(client, instance_id, {
+            "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
+            "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, key is not None)
     except Problem as problem:
         return problem_response(problem)
 
-    thread_id = format_thread_id(agent.name, thread_key)
-    turn_id = uuid.uuid4().hex
-    instance_id = f"turn-{thread_key}-{turn_id}"
-    headers = {"x-ms-thread-id": thread_id, "x-ms-turn-id": turn_id}
-    await client.start_new(TURN_ORCHESTRATOR, instance_id, {
-        "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
-        "message": turn.message, "turn_id": turn_id, "new_thread": is_new})
     if not turn.wait:
         return accepted_response(client, req, instance_id, headers)
-    status = await wait_for_turn(client, instance_id, turn_wait_seconds())
-    runtime = status.runtime_status.value if status and status.runtime_status else None
+    status = await wait_for_instance(client, instance_id, turn_wait_seconds())
+    runtime = runtime_status(status)
     if runtime == "Completed":
         return completed_response(status.output, turn, headers)
     if runtime == "Failed":
-        return failed_response(status.output, headers)
+        return problem_response(failure(status.output), headers)
     if runtime in ("Terminated", "Canceled"):
         return problem_response(Problem(409, "turn_terminated",
                                         f"the turn was {runtime.lower()}: {status.output}"),

@@ -16,6 +16,7 @@ from activities.errors import parse_error_text
 from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
 from core.agents import find_agent
+from entities.thread_index import THREAD_INDEX_ENTITY
 
 bp = df.Blueprint()
 TURN_ORCHESTRATOR = "agent_turn"
@@ -117,9 +118,28 @@ def agent_turn(context: df.DurableOrchestrationContext):
               "durations": durations, "started_at": started.isoformat(),
               "completed_at": completed.isoformat()}
     stored = yield from hand_off(context, thread, turn["turn_id"], "append_turn", record)
+    if stored["appended"]:
+        context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "touch", {
+            "key": turn["thread_key"], "thread_id": turn["thread_id"],
+            "updated_at": completed.isoformat(), "messages": stored["message_count"]})
     return {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
             "instance_id": context.instance_id, "reply": answer["reply"],
             "usage": answer["usage"], "model": answer["model"],
             "finish_reason": answer.get("finish_reason"), "provider": answer.get("provider"),
             "durations_ms": durations, "context_messages": len(history),
             "thread_messages": stored["message_count"]}
+
+
+DELETE_ORCHESTRATOR = "delete_thread"
+
+
+@bp.orchestration_trigger(context_name="context")
+def delete_thread(context: df.DurableOrchestrationContext):
+    """Forget a thread: its entity state now (so later reads are 404), then its index entry."""
+    request = context.get_input()
+    agent = find_agent(request["agent"])
+    existed = yield context.call_entity(df.EntityId(agent.entity_name, request["thread_key"]),
+                                        "delete")
+    context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "remove",
+                          {"key": request["thread_key"]})
+    return existed

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_openai import FakeOpenAI
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -142,3 +144,40 @@ def patterns_host(devhost_factory, tmp_path):
     flaky_dir.mkdir()
     host = devhost_factory("patterns", env={"FLAKY_DIR": str(flaky_dir)})
     return host.start()
+
+
+# -- the agent app (repo root) against a fake OpenAI-compatible server ---------------------------
+
+def app_env(llm: FakeOpenAI, **extra) -> dict:
+    return {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "test",
+            "OPENAI_MODEL": "fake-model", "LLM_RETRY_BASE_SECONDS": "0.01",
+            "LLM_RETRY_MAX_WAIT_SECONDS": "0.05", **extra}
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def agent_host(llm, tmp_path_factory):
+    host = DevhostProcess(ROOT, tmp_path_factory.mktemp("agent") / "hub.sqlite", app_env(llm))
+    host.start()
+    yield host
+    host.kill()
+
+
+@pytest.fixture
+def fresh_llm(llm):
+    """The module's fake model with no scripted answers and no recorded requests."""
+    llm.reset()
+    return llm
+
+
+def thread_state(host: DevhostProcess, thread_id: str):
+    key = thread_id.rsplit("@", 1)[1]
+    r = host.request("GET", f"/runtime/webhooks/durabletask/entities/dafx-mydurableagent/{key}")
+    return r.json() if r.status == 200 else None
+
+

@@ -9,45 +9,18 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, DevhostProcess, wait_for_status
-from tests.fake_openai import FakeOpenAI, rate_limited, server_error, sleep, unauthorized
+from conftest import ROOT, DevhostProcess, app_env, thread_state, wait_for_status
+from tests.fake_openai import rate_limited, server_error, sleep, unauthorized
 
 RUN = "/api/agents/MyDurableAgent/run"
-THREAD_ID = re.compile(r"^@dafx-mydurableagent@[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-"
-                       r"[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-TEXT = {"Content-Type": "text/plain"}
-
-
-def app_env(llm: FakeOpenAI, **extra) -> dict:
-    return {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "test",
-            "OPENAI_MODEL": "fake-model", "LLM_RETRY_BASE_SECONDS": "0.01",
-            "LLM_RETRY_MAX_WAIT_SECONDS": "0.05", **extra}
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def agent_host(llm, tmp_path_factory):
-    host = DevhostProcess(ROOT, tmp_path_factory.mktemp("agent") / "hub.sqlite", app_env(llm))
-    host.start()
-    yield host
-    host.kill()
 
 
 @pytest.fixture(autouse=True)
-def clean_script(llm):
-    llm.reset()
+def _reset_model(fresh_llm):
     yield
-
-
-def thread_state(host: DevhostProcess, thread_id: str):
-    key = thread_id.rsplit("@", 1)[1]
-    r = host.request("GET", f"/runtime/webhooks/durabletask/entities/dafx-mydurableagent/{key}")
-    return r.json() if r.status == 200 else None
+THREAD_ID = re.compile(r"^@dafx-mydurableagent@[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-"
+                       r"[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+TEXT = {"Content-Type": "text/plain"}
 
 
 def instance_count(host: DevhostProcess) -> int:

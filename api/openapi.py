@@ -1,0 +1,141 @@
+"""`GET /api/openapi.json`: the HTTP API as an OpenAPI 3.1 document (a test keeps it true)."""
+from __future__ import annotations
+
+import json
+
+import azure.functions as func
+
+bp = func.Blueprint()
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "Agent name (case-insensitive)"}
+THREAD = {"name": "thread_id", "in": "path", "required": True, "schema": {"type": "string"},
+          "description": "`@dafx-<agent>@<uuid>` or the bare uuid"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Malformed request", 404: "Unknown agent, thread or turn",
+            405: "Method not allowed", 409: "The turn was terminated",
+            413: "Body over MAX_MESSAGE_BYTES", 422: "Idempotency-Key reused for another message",
+            502: "The model provider failed", 503: "Rate limited or unavailable",
+            504: "The model timed out"}
+    return {str(c): _json(ERROR, text[c]) for c in codes}
+
+
+TURN_RESULT = {"type": "object", "required": ["thread_id", "turn_id", "reply", "usage"],
+               "properties": {
+                   "thread_id": {"type": "string"}, "turn_id": {"type": "string"},
+                   "instance_id": {"type": "string"}, "reply": {"type": "string"},
+                   "usage": {"$ref": "#/components/schemas/Usage"},
+                   "model": {"type": "string"}, "finish_reason": {"type": ["string", "null"]},
+                   "provider": {"type": "string"},
+                   "durations_ms": {"type": "object", "properties": {
+                       "model": {"type": "number"}, "turn": {"type": "number"}}},
+                   "context_messages": {"type": "integer"},
+                   "thread_messages": {"type": "integer"}}}
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {"title": "Durable agents", "version": "1.0.0",
+             "description": "Chat agents whose every turn is a Durable Functions orchestration "
+                            "and whose threads are durable entities."},
+    "security": [{"functionKeyQuery": []}, {"functionKeyHeader": []}],
+    "paths": {
+        "/api/agents/{name}/run": {"post": {
+            "summary": "Run one turn of a conversation",
+            "parameters": [
+                NAME,
+                {"name": "thread_id", "in": "query", "schema": {"type": "string"},
+                 "description": "Continue this thread (omit to start a new one)"},
+                {"name": "wait_for_response", "in": "query",
+                 "schema": {"type": "boolean", "default": True}},
+                {"name": "Idempotency-Key", "in": "header",
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:~-]{1,128}$"},
+                 "description": "A repeat with the same key returns the same turn"}],
+            "requestBody": {"required": True, "content": {
+                "text/plain": {"schema": {"type": "string", "minLength": 1}},
+                "application/json": {"schema": {
+                    "type": "object", "required": ["message"], "properties": {
+                        "message": {"type": "string", "minLength": 1},
+                        "thread_id": {"type": "string"},
+                        "wait_for_response": {"type": "boolean"}}}}}},
+            "responses": {
+                "200": {"description": "The reply (text/plain for text requests, the result "
+                                       "document for JSON requests or Accept: application/json)",
+                        "headers": {"x-ms-thread-id": {"schema": {"type": "string"}},
+                                    "x-ms-turn-id": {"schema": {"type": "string"}}},
+                        "content": {"text/plain": {"schema": {"type": "string"}},
+                                    "application/json": {"schema": TURN_RESULT}}},
+                "202": _json({"$ref": "#/components/schemas/CheckStatus"},
+                             "Still running: poll statusQueryGetUri"),
+                **_errors(400, 404, 405, 409, 413, 422, 502, 503, 504)}}},
+        "/api/agents": {"get": {
+            "summary": "Configured agents and their models",
+            "responses": {"200": _json({"type": "object", "properties": {"agents": {
+                "type": "array", "items": {"type": "object"}}}}, "The agents")}}},
+        "/api/agents/{name}/threads": {"get": {
+            "summary": "The agent's threads, newest first",
+            "parameters": [NAME,
+                           {"name": "limit", "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+                           {"name": "offset", "in": "query",
+                            "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "threads": {"type": "array"}, "total": {"type": "integer"},
+                "next_offset": {"type": ["integer", "null"]}}}, "A page of threads"),
+                **_errors(400, 404)}}},
+        "/api/agents/{name}/threads/{thread_id}": {
+            "get": {"summary": "One conversation with per-reply usage and totals",
+                    "parameters": [NAME, THREAD],
+                    "responses": {"200": _json({"$ref": "#/components/schemas/Thread"},
+                                               "The thread"), **_errors(400, 404)}},
+            "delete": {"summary": "Forget the thread and purge its turn histories",
+                       "parameters": [NAME, THREAD],
+                       "responses": {"200": _json({"type": "object"}, "Deleted"),
+                                     **_errors(400, 404)}}},
+        "/api/agents/{name}/threads/{thread_id}/turns/{turn_id}": {"get": {
+            "summary": "One turn's status and result",
+            "parameters": [NAME, THREAD, {"name": "turn_id", "in": "path", "required": True,
+                                          "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object", "required": ["status", "turn_id"]},
+                                       "The turn"), **_errors(400, 404)}}},
+        "/api/health": {"get": {"summary": "Liveness, agents and model provider",
+                                "security": [],
+                                "responses": {"200": _json({"type": "object"}, "Healthy")}}},
+        "/api/openapi.json": {"get": {"summary": "This document", "security": [],
+                                      "responses": {"200": _json({"type": "object"},
+                                                                 "OpenAPI 3.1")}}},
+    },
+    "components": {
+        "securitySchemes": {
+            "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["status", "code", "message"], "properties": {
+                    "status": {"type": "integer"}, "code": {"type": "string"},
+                    "message": {"type": "string"}}}}},
+            "Usage": {"type": "object", "properties": {
+                "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+                "total_tokens": {"type": "integer"}}},
+            "CheckStatus": {"type": "object", "required": ["id", "statusQueryGetUri"],
+                            "properties": {"id": {"type": "string"},
+                                           "statusQueryGetUri": {"type": "string"}}},
+            "Thread": {"type": "object",
+                       "required": ["thread_id", "agent", "messages", "totals"],
+                       "properties": {"thread_id": {"type": "string"},
+                                      "agent": {"type": "string"},
+                                      "messages": {"type": "array"},
+                                      "totals": {"type": "object"},
+                                      "message_count": {"type": "integer"}}}}},
+}
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def http_openapi(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(DOCUMENT), mimetype="application/json")

@@ -1,0 +1,138 @@
+"""The thread API: read, list and forget conversations, look up one turn, list the agents.
+
+- GET    /api/agents                                        configured agents and their models
+- GET    /api/agents/{name}/threads?limit=&offset=          the agent's threads, newest first
+- GET    /api/agents/{name}/threads/{thread_id}             one conversation, with totals
+- DELETE /api/agents/{name}/threads/{thread_id}             forget it (state + turn histories)
+- GET    /api/agents/{name}/threads/{thread_id}/turns/{turn_id}   one turn's status and result
+"""
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities.providers import describe_provider
+from core.agents import load_catalogue
+from core.threads import format_thread_id
+from entities.thread_index import THREAD_INDEX_ENTITY
+from orchestrators.agent_turn import DELETE_ORCHESTRATOR
+
+from .common import (agent_or_404, json_response, problem_response, read_thread,
+                     runtime_status, thread_key_or_error, wait_for_instance)
+from .run import failure, turn_instance_id
+from .turn_request import Problem
+
+bp = df.Blueprint()
+MAX_PAGE = 100
+
+
+def _int_param(req: func.HttpRequest, name: str, default: int, maximum: int) -> int:
+    raw = req.params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > maximum:
+        raise Problem(400, "invalid_parameter", f"'{name}' must be an integer from 0 to {maximum}")
+    return int(raw)
+
+
+def thread_document(state: dict) -> dict:
+    messages = [{"role": m["role"], "content": m["content"], "created_at": m.get("createdAt"),
+                 "turn_id": m.get("turnId"), "usage": m.get("usage"), "model": m.get("model"),
+                 "duration_ms": m.get("durationMs")} for m in state["messages"]]
+    return {"thread_id": state["threadId"], "agent": state["agent"],
+            "created_at": state["createdAt"], "updated_at": state["updatedAt"],
+            "message_count": len(messages), "totals": state["totals"], "messages": messages,
+            "in_progress": (state.get("lease") or {}).get("turnId")}
+
+
+@bp.route(route="agents", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def http_list_agents(req: func.HttpRequest) -> func.HttpResponse:
+    agents = []
+    for agent in load_catalogue().values():
+        agents.append({"name": agent.name, "instructions": agent.instructions,
+                       "temperature": agent.temperature,
+                       "max_output_tokens": agent.max_output_tokens,
+                       "context_tokens": agent.context_tokens,
+                       **describe_provider(agent.to_activity())})
+    return json_response({"agents": agents})
+
+
+@bp.route(route="agents/{name}/threads", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def http_list_threads(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+    try:
+        agent = agent_or_404(req)
+        limit = _int_param(req, "limit", 20, MAX_PAGE)
+        offset = _int_param(req, "offset", 0, 10**9)
+    except Problem as problem:
+        return problem_response(problem)
+    index = await client.read_entity_state(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()))
+    threads = sorted((index.entity_state or {}).values() if index.entity_exists else [],
+                     key=lambda t: t["updated_at"], reverse=True)
+    page = threads[offset:offset + limit]
+    following = offset + limit if offset + limit < len(threads) else None
+    return json_response({"threads": page, "total": len(threads), "next_offset": following})
+
+
+@bp.route(route="agents/{name}/threads/{thread_id}", methods=["GET", "DELETE"],
+          auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def http_thread(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+    try:
+        agent = agent_or_404(req)
+        key = thread_key_or_error(agent, req.route_params["thread_id"])
+        state = await read_thread(client, agent, key)
+        if req.method.upper() == "GET":
+            return json_response(thread_document(state))
+        return await delete_thread(client, agent, key)
+    except Problem as problem:
+        return problem_response(problem)
+
+
+async def delete_thread(client, agent, key: str) -> func.HttpResponse:
+    """Forget the entity state (synchronously, through an orchestration), then the histories
+    of the thread's turn orchestrations (running ones are terminated first)."""
+    instance_id = await client.start_new(DELETE_ORCHESTRATOR, None,
+                                         {"agent": agent.name, "thread_key": key})
+    status = await wait_for_instance(client, instance_id, 30)
+    if runtime_status(status) != "Completed":
+        raise Problem(503, "delete_pending", "the thread is being deleted; try again shortly")
+    turns = await client.get_status_by(instance_id_prefix=turn_instance_id(key, ""))
+    for turn in turns:
+        if runtime_status(turn) not in ("Completed", "Failed", "Terminated", "Canceled"):
+            await client.terminate(turn.instance_id, "thread deleted")
+    purged = 0
+    for turn in turns:
+        purged += (await client.purge_instance_history(turn.instance_id)).instances_deleted
+    await client.purge_instance_history(instance_id)
+    return json_response({"thread_id": format_thread_id(agent.name, key), "deleted": True,
+                          "turn_histories_purged": purged})
+
+
+@bp.route(route="agents/{name}/threads/{thread_id}/turns/{turn_id}", methods=["GET"],
+          auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def http_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient):
+    try:
+        agent = agent_or_404(req)
+        key = thread_key_or_error(agent, req.route_params["thread_id"])
+        turn_id = req.route_params["turn_id"]
+        instance_id = turn_instance_id(key, turn_id)
+        status = await client.get_status(instance_id)
+        if not runtime_status(status):
+            raise Problem(404, "turn_not_found", f"no turn '{turn_id}' on this thread")
+    except Problem as problem:
+        return problem_response(problem)
+    runtime = runtime_status(status)
+    body = {"turn_id": turn_id, "thread_id": format_thread_id(agent.name, key),
+            "status": runtime, "instance_id": instance_id,
+            "created_at": status.created_time.isoformat() if status.created_time else None,
+            "updated_at": status.last_updated_time.isoformat()
+            if status.last_updated_time else None,
+            "status_query_url": client.create_http_management_payload(instance_id)[
+                "statusQueryGetUri"]}
+    if runtime == "Completed":
+        body["result"] = status.output
+    elif runtime == "Failed":
+        body["error"] = failure(status.output).to_json()["error"]
+    return json_response(body)
