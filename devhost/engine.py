@@ -213,7 +213,7 @@ class Engine:
             result = {"isDone": False, "actions": [[]], "error": p.unknown_function_message(
                 inst["name"], "orchestrator", [n for n, _ in self.index.orchestrators.values()])}
         else:
-            document = p.context_document(history_texts, new_events, inst["input"], instance_id,
+            document = p.context_document(history_texts, new_events, inst["input_raw"], instance_id,
                                           inst["parent_instance_id"])
             returned, raised = await self.loop.run_in_executor(
                 self.orchestrator_pool, _call_handle, registered[1], document)

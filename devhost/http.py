@@ -117,7 +117,7 @@ def _public_base(request: web.Request) -> str:
 def check_status_response(request: web.Request, instance_id: str) -> web.Response:
     host: HostState = request.app[HOST]
     payload = p.management_urls(_public_base(request), instance_id, host.hub,
-                                code=host.master_key)
+                                code=host.master_key, rewind=False)
     return web.json_response(payload, status=202, headers={
         "Location": payload["statusQueryGetUri"], "Retry-After": "10"})
 

@@ -161,12 +161,16 @@ def unknown_function_message(name: str, kind: str, known: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------------------------
 # orchestration context and state
 
-def context_document(history_texts: list[str], new_events: list[dict], input_text: str | None,
+def context_document(history_texts: list[str], new_events: list[dict], input_json: str | None,
                      instance_id: str, parent_instance_id: str | None) -> str:
     """The JSON the orchestrator handle parses. Stored events are already JSON text with
-    IsPlayed=true; we splice them in rather than re-encoding the whole history every episode."""
+    IsPlayed=true; we splice them in rather than re-encoding the whole history every episode.
+
+    `input_json` is the input as the extension hands it over: the started value itself (for
+    the Python client a JSON string holding JSON text; a raw array from curl stays an array,
+    which makes get_input() raise, as in Azure)."""
     new_texts = [json.dumps(e) for e in new_events]
-    head = json.dumps({"input": input_text, "instanceId": instance_id,
+    head = json.dumps({"input": decode_json_text(input_json), "instanceId": instance_id,
                        "isReplaying": bool(history_texts), "parentInstanceId": parent_instance_id,
                        "upperSchemaVersion": 1, "upperSchemaVersionNew": 2})
     return '{"history": [' + ",".join(history_texts + new_texts) + "], " + head[1:]
@@ -264,12 +268,15 @@ MANAGEMENT_ACTIONS = {
 
 
 def management_urls(base: str, instance_id: str, hub: str, connection: str = "Storage",
-                    code: str | None = None) -> dict:
-    """The check-status payload URLs for one instance (``base`` ends before ``/instances``)."""
+                    code: str | None = None, rewind: bool = True) -> dict:
+    """The check-status payload URLs for one instance (``base`` ends before ``/instances``).
+    The extension's own webhook answers leave out ``rewindPostUri``; the SDK's binding has it."""
     common = f"taskHub={hub}&connection={connection}" + (f"&code={code}" if code else "")
     urls = {"id": instance_id,
             "statusQueryGetUri": f"{base}/instances/{instance_id}?{common}"}
     for key, suffix in MANAGEMENT_ACTIONS.items():
+        if key == "rewindPostUri" and not rewind:
+            continue
         joiner = "&" if "?" in suffix else "?"
         urls[key] = f"{base}/instances/{instance_id}{suffix}{joiner}{common}"
     return urls

@@ -132,6 +132,13 @@ function instanceDuration(doc) {
   return end === null ? null : Math.max(0, end - start);
 }
 
+/** Status documents carry whole-second times: say so instead of a false "0 ms". */
+function fmtCoarse(ms) {
+  if (ms === null || ms === undefined) return "—";
+  if (ms < 1000) return "< 1 s";
+  return fmtDuration(Math.round(ms / 1000) * 1000);
+}
+
 /** JSON text inside JSON (history Input fields) decoded for display when it parses. */
 function unwrap(value) {
   if (typeof value !== "string") return value;
@@ -389,7 +396,7 @@ function instancesTable(docs, { caption } = {}) {
     cell("Created", {}, timeEl(doc.createdTime)),
     cell("Updated", {}, timeEl(doc.lastUpdatedTime)),
     cell("Duration", { class: "num" },
-      fmtDuration(instanceDuration(doc)), ACTIVE.has(doc.runtimeStatus) ? h("span", { class: "muted" }, " so far") : null));
+      fmtCoarse(instanceDuration(doc)), ACTIVE.has(doc.runtimeStatus) ? h("span", { class: "muted" }, " so far") : null));
   });
   return h("div", { class: "table-wrap" }, h("table", { class: "grid responsive" },
     caption ? h("caption", {}, caption) : null,
@@ -472,7 +479,7 @@ function instancesView(query) {
   const state = {
     statuses: new Set((query.get("status") || "").split(",").filter((s) => STATUSES.includes(s))),
     prefix: query.get("prefix") || "",
-    top: ["10", "25", "50", "100"].includes(query.get("top")) ? query.get("top") : "25",
+    top: /^\d{1,4}$/.test(query.get("top") || "") && +query.get("top") >= 1 ? String(+query.get("top")) : "25",
     token: null,      // continuation token of the page on screen (null: first page)
     previous: [],     // tokens of the pages before it
     next: null,
@@ -489,7 +496,8 @@ function instancesView(query) {
   const prefixInput = h("input", { id: "f-prefix", type: "search", value: state.prefix,
     placeholder: "e.g. order-", autocomplete: "off", spellcheck: "false" });
   const topSelect = h("select", { id: "f-top", onchange: apply },
-    ["10", "25", "50", "100"].map((n) => h("option", { value: n, selected: n === state.top }, n)));
+    [...new Set(["10", "25", "50", "100", state.top])].sort((a, b) => a - b)
+      .map((n) => h("option", { value: n, selected: n === state.top }, n)));
   const boxes = STATUSES.map((s) => h("label", { class: `chip st-${s}` },
     h("input", { type: "checkbox", value: s, checked: state.statuses.has(s), onchange: apply }), s));
   const form = h("form", { class: "filters", role: "search", onsubmit: (e) => { e.preventDefault(); apply(); } },
@@ -573,12 +581,13 @@ function historyTable(events, doc) {
     const at = parseTime(ev.Timestamp);
     const scheduled = parseTime(ev.ScheduledTime);
     const duration = scheduled !== null && at !== null ? at - scheduled : null;
-    const kind = EVENT_KIND[ev.EventType] || "other";
+    const failedEnd = ev.EventType === "ExecutionCompleted" && ev.OrchestrationStatus && ev.OrchestrationStatus !== "Completed";
+    const kind = failedEnd ? "fail" : EVENT_KIND[ev.EventType] || "other";
     const extras = Object.entries(ev).filter(([k, v]) => !HIDDEN_FIELDS.has(k) && v !== null && v !== undefined);
     const details = DETAIL_FIELDS.filter((k) => ev[k] !== null && ev[k] !== undefined && ev[k] !== "")
       .map((k) => {
         const value = unwrap(ev[k]);
-        const open = k === "Reason" || (kind === "fail" && k === "Details");
+        const open = k === "Reason" || (kind === "fail" && (k === "Details" || k === "Result"));
         return h("details", { "data-k": `${i}-${k}`, open, class: `d-${k}` },
           h("summary", {}, h("span", { class: "d-key" }, k), " ", h("span", { class: "d-preview" }, preview(value, 60))),
           h("pre", { class: "json" }, pretty(value)));
@@ -729,13 +738,12 @@ function instanceView(id) {
     const finished = parseTime(events.find((e) => e.EventType === "ExecutionCompleted" || e.EventType === "ExecutionTerminated")?.Timestamp);
     const duration = started !== null && finished !== null ? finished - started : instanceDuration(doc);
     const shownDuration = TERMINAL.has(doc.runtimeStatus) ? fmtDuration(duration)
-      : `${fmtDuration(instanceDuration(doc))} so far`;
+      : `${fmtCoarse(instanceDuration(doc))} so far`;
     const { name, instanceId, runtimeStatus, createdTime, lastUpdatedTime } = doc;
     summary.show({ name, instanceId, runtimeStatus, createdTime, lastUpdatedTime, shownDuration }, () =>
       facts([
         ["Status", badge(doc.runtimeStatus)],
         ["Name", h("span", { class: "mono" }, doc.name)],
-        ["Instance ID", h("span", { class: "mono break" }, doc.instanceId)],
         ["Created", timeEl(doc.createdTime)],
         ["Last updated", timeEl(doc.lastUpdatedTime)],
         ["Duration", shownDuration],
@@ -759,11 +767,15 @@ function instanceView(id) {
     h("p", { class: "crumbs" }, link("#/instances", "Orchestrations"), " › ", h("span", { class: "mono" }, id)),
     heading("Orchestration ", h("span", { class: "mono" }, id)),
     summary.el,
-    section("Actions",
-      h("div", { class: "field" }, h("label", { for: "a-reason" }, "Reason (for terminate, suspend, resume, rewind)"), reason),
-      h("div", { class: "actions" }, Object.values(buttons)),
-      eventForm, result),
     data.el,
+    section("Actions",
+      h("div", { class: "action-grid" },
+        h("div", { class: "manage" },
+          h("h3", {}, "Manage the instance"),
+          h("div", { class: "field" }, h("label", { for: "a-reason" }, "Reason (terminate, suspend, resume, rewind)"), reason),
+          h("div", { class: "actions" }, Object.values(buttons))),
+        eventForm),
+      result),
     section("History", historyRegion.el));
   const view = { el, title: `Orchestration ${id}`, refresh };
   return view;
