@@ -14,6 +14,7 @@ import azure.functions as func
 from activities.providers import describe_provider
 from core.agents import load_catalogue
 from core.threads import format_thread_id
+from entities.thread import THREAD_ARCHIVE_ENTITY, archive_key
 from entities.thread_index import THREAD_INDEX_ENTITY
 from orchestrators.agent_turn import DELETE_ORCHESTRATOR
 
@@ -35,10 +36,20 @@ def _int_param(req: func.HttpRequest, name: str, default: int, maximum: int) -> 
     return int(raw)
 
 
-def thread_document(state: dict) -> dict:
+async def full_history(client, agent, key: str, state: dict) -> list[dict]:
+    """Archived pages (oldest first), then the messages still in the thread's state."""
+    messages: list[dict] = []
+    for page in range(state.get("archive", {}).get("pages", 0)):
+        stored = await client.read_entity_state(df.EntityId(
+            THREAD_ARCHIVE_ENTITY, archive_key(agent.name, key, page)))
+        messages.extend(stored.entity_state or [])
+    return messages + state["messages"]
+
+
+def thread_document(state: dict, all_messages: list[dict]) -> dict:
     messages = [{"role": m["role"], "content": m["content"], "created_at": m.get("createdAt"),
                  "turn_id": m.get("turnId"), "usage": m.get("usage"), "model": m.get("model"),
-                 "duration_ms": m.get("durationMs")} for m in state["messages"]]
+                 "duration_ms": m.get("durationMs")} for m in all_messages]
     return {"thread_id": state["threadId"], "agent": state["agent"],
             "created_at": state["createdAt"], "updated_at": state["updatedAt"],
             "message_count": len(messages), "totals": state["totals"], "messages": messages,
@@ -83,7 +94,8 @@ async def http_thread(req: func.HttpRequest, client: df.DurableOrchestrationClie
         key = thread_key_or_error(agent, req.route_params["thread_id"])
         state = await read_thread(client, agent, key)
         if req.method.upper() == "GET":
-            return json_response(thread_document(state))
+            messages = await full_history(client, agent, key, state)
+            return json_response(thread_document(state, messages))
         return await delete_thread(client, agent, key)
     except Problem as problem:
         return problem_response(problem)

@@ -6,6 +6,8 @@ already stored changes nothing, so a retried or replayed write cannot duplicate 
 """
 from __future__ import annotations
 
+import json
+
 SCHEMA_VERSION = 1
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -67,6 +69,11 @@ def upgrade(state: dict | None) -> dict | None:
     return state
 
 
+def message_count(state: dict) -> int:
+    """Messages in the thread, archived ones included."""
+    return len(state["messages"]) + state.get("archive", {}).get("messages", 0)
+
+
 def has_turn(state: dict, turn_id: str) -> bool:
     return any(m.get("turnId") == turn_id for m in state["messages"])
 
@@ -87,6 +94,23 @@ def append_turn(state: dict, turn: dict) -> bool:
         totals[key] += int(turn["usage"].get(key) or 0)
     state["updatedAt"] = turn["completed_at"]
     return True
+
+
+def split_off_archive(state: dict, max_bytes: int) -> list[dict] | None:
+    """Keep the state far below the scheduler's 1 MB payload limit: once it is over
+    `max_bytes`, the oldest half of the messages (whole turns) leave it, to be stored in an
+    archive page. The state counts the pages so the thread API can read everything back."""
+    messages = state["messages"]
+    if len(json.dumps(state)) <= max_bytes or len(messages) < 4:
+        return None
+    cut = len(messages) // 2
+    while cut < len(messages) and messages[cut]["role"] == "assistant":
+        cut += 1
+    chunk, state["messages"] = messages[:cut], messages[cut:]
+    archive = state.setdefault("archive", {"pages": 0, "messages": 0})
+    archive["pages"] += 1
+    archive["messages"] += len(chunk)
+    return chunk
 
 
 def estimate_tokens(message: dict) -> int:

@@ -8,9 +8,14 @@ orchestration's deterministic clock):
 - `append_turn` {turn record} → {appended, message_count, next}: stores the exchange (a turn id
   already stored changes nothing) and hands the lease to the next queued turn.
 - `release` {turn_id, lease_until} → {next}: a failed turn gives up its lease or queue place.
-- `get` → the whole state document (or null); `delete` → forgets the thread.
+- `get` → the whole state document (or null); `delete` → forgets the thread, answering
+  {existed, archive_pages}.
+When the state outgrows THREAD_MAX_STATE_BYTES, `append_turn` moves the oldest messages out and
+returns them as `archive_page`; the turn stores them in a `thread_archive` entity.
 """
 from __future__ import annotations
+
+import os
 
 import azure.durable_functions as df
 
@@ -18,6 +23,7 @@ from core import conversation
 from core.agents import load_catalogue
 
 bp = df.Blueprint()
+DEFAULT_MAX_STATE_BYTES = 256 * 1024
 
 
 def acquire(state: dict | None, request: dict) -> tuple[dict | None, dict]:
@@ -37,8 +43,13 @@ def append_turn(state: dict | None, turn: dict) -> tuple[dict | None, dict]:
         return None, {"appended": False, "message_count": 0, "next": None}
     appended = conversation.append_turn(state, turn)
     following = conversation.release(state, turn["turn_id"], turn["lease_until"])
-    return state, {"appended": appended, "message_count": len(state["messages"]),
-                   "next": following}
+    max_bytes = int(os.environ.get("THREAD_MAX_STATE_BYTES") or DEFAULT_MAX_STATE_BYTES)
+    archived = conversation.split_off_archive(state, max_bytes)
+    result = {"appended": appended, "message_count": conversation.message_count(state),
+              "next": following}
+    if archived:
+        result["archive_page"] = {"page": state["archive"]["pages"] - 1, "messages": archived}
+    return state, result
 
 
 def release(state: dict | None, request: dict) -> tuple[dict | None, dict]:
@@ -57,7 +68,8 @@ def thread_entity(context: df.DurableEntityContext) -> None:
     if operation == "get":
         new_state, result = state, state
     elif operation == "delete":
-        new_state, result = None, state is not None
+        pages = (state or {}).get("archive", {}).get("pages", 0)
+        new_state, result = None, {"existed": state is not None, "archive_pages": pages}
     elif operation in OPERATIONS:
         new_state, result = OPERATIONS[operation](state, context.get_input())
     else:
@@ -81,3 +93,23 @@ def _register(entity_name: str) -> None:
 
 for _agent in load_catalogue().values():
     _register(_agent.entity_name)
+
+
+THREAD_ARCHIVE_ENTITY = "thread_archive"
+
+
+def archive_key(agent_name: str, thread_key: str, page: int) -> str:
+    return f"{agent_name.lower()}.{thread_key}.{page}"
+
+
+@bp.entity_trigger(context_name="context", entity_name=THREAD_ARCHIVE_ENTITY)
+def thread_archive(context: df.DurableEntityContext) -> None:
+    """One page of a thread's older messages, written once, read by the thread API."""
+    if context.operation_name == "store":
+        context.set_state(context.get_input())
+        context.set_result(True)
+    elif context.operation_name == "delete":
+        context.set_result(True)
+        context.destruct_on_exit()
+    else:
+        raise ValueError(f"unknown archive operation '{context.operation_name}'")

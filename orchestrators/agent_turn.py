@@ -16,6 +16,7 @@ from activities.errors import parse_error_text
 from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
 from core.agents import find_agent
+from entities.thread import THREAD_ARCHIVE_ENTITY, archive_key
 from entities.thread_index import THREAD_INDEX_ENTITY
 
 bp = df.Blueprint()
@@ -118,6 +119,10 @@ def agent_turn(context: df.DurableOrchestrationContext):
               "durations": durations, "started_at": started.isoformat(),
               "completed_at": completed.isoformat()}
     stored = yield from hand_off(context, thread, turn["turn_id"], "append_turn", record)
+    if stored.get("archive_page"):
+        page = stored["archive_page"]
+        yield context.call_entity(df.EntityId(THREAD_ARCHIVE_ENTITY, archive_key(
+            agent.name, turn["thread_key"], page["page"])), "store", page["messages"])
     if stored["appended"]:
         context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "touch", {
             "key": turn["thread_key"], "thread_id": turn["thread_id"],
@@ -138,8 +143,11 @@ def delete_thread(context: df.DurableOrchestrationContext):
     """Forget a thread: its entity state now (so later reads are 404), then its index entry."""
     request = context.get_input()
     agent = find_agent(request["agent"])
-    existed = yield context.call_entity(df.EntityId(agent.entity_name, request["thread_key"]),
+    deleted = yield context.call_entity(df.EntityId(agent.entity_name, request["thread_key"]),
                                         "delete")
+    for page in range(deleted["archive_pages"]):
+        yield context.call_entity(df.EntityId(THREAD_ARCHIVE_ENTITY, archive_key(
+            agent.name, request["thread_key"], page)), "delete")
     context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "remove",
                           {"key": request["thread_key"]})
-    return existed
+    return deleted["existed"]

@@ -58,6 +58,7 @@ LOCAL_ONLY_SETTINGS = {
     "LLM_MAX_ATTEMPTS": "code default used in Azure",
     "TURN_WAIT_SECONDS": "code default used in Azure",
     "MAX_MESSAGE_BYTES": "code default used in Azure",
+    "THREAD_MAX_STATE_BYTES": "code default used in Azure",
     "LLM_RETRY_BASE_SECONDS": "code default used in Azure",
     "LLM_RETRY_MAX_WAIT_SECONDS": "code default used in Azure",
     "LLM_RETRY_AFTER_MAX_SECONDS": "code default used in Azure",

@@ -154,3 +154,31 @@ def test_openapi_document_matches_what_the_routes_answer(agent_host):
                 assert unknown.status == 404 and "404" in operation["responses"]
             checked += 1
     assert checked == 8
+
+
+def test_long_threads_are_archived_and_still_read_back_whole(llm, tmp_path):
+    from conftest import ROOT, DevhostProcess, app_env
+
+    host = DevhostProcess(ROOT, tmp_path / "long.sqlite",
+                          app_env(llm, THREAD_MAX_STATE_BYTES="6000"))
+    host.start()
+    try:
+        thread_id = new_thread(host, "turn 0 " + "words " * 20)
+        for i in range(1, 40):
+            r = host.request("POST", f"{RUN}?thread_id={thread_id}", f"turn {i} " + "words " * 20,
+                             TEXT)
+            assert r.status == 200, r
+        state = thread_state(host, thread_id)
+        assert len(json.dumps(state)) < 12000  # compacted: far below the payload limit
+        assert state["archive"]["pages"] >= 2
+        doc = host.request("GET", f"{THREADS}/{thread_id}").json()
+        users = [m["content"].split(" ")[1] for m in doc["messages"] if m["role"] == "user"]
+        assert users == [str(i) for i in range(40)]  # nothing lost, in order
+        assert doc["message_count"] == 80 and doc["totals"]["turns"] == 40
+        key = thread_id.rsplit("@", 1)[1]
+        assert host.request("DELETE", f"{THREADS}/{thread_id}").status == 200
+        archive = host.request(
+            "GET", f"/runtime/webhooks/durabletask/entities/thread_archive/mydurableagent.{key}.0")
+        assert archive.status == 404
+    finally:
+        host.kill()
