@@ -33,3 +33,19 @@ async def turn_is_active(instance_id: str, client: df.DurableOrchestrationClient
     status = await client.get_status(instance_id)
     return bool(status and status.runtime_status and status.runtime_status.value in (
         "Running", "Pending", "Suspended"))
+
+
+@bp.activity_trigger(input_name="prefix")
+@bp.durable_client_input(client_name="client")
+async def purge_turns(prefix: str, client: df.DurableOrchestrationClient) -> int:
+    """Purge the histories of a deleted thread's turn orchestrations (running ones are
+    terminated first); returns how many were purged."""
+    turns = await client.get_status_by(instance_id_prefix=prefix)
+    for turn in turns:
+        if turn.runtime_status and turn.runtime_status.value in ("Running", "Pending",
+                                                                 "Suspended"):
+            await client.terminate(turn.instance_id, "thread deleted")
+    purged = 0
+    for turn in turns:
+        purged += (await client.purge_instance_history(turn.instance_id)).instances_deleted
+    return purged

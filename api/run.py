@@ -17,7 +17,7 @@ import azure.functions as func
 
 from activities.errors import parse_error_text
 from core.threads import format_thread_id, new_thread_key
-from orchestrators.agent_turn import TURN_ORCHESTRATOR
+from orchestrators.agent_turn import REAPER_INSTANCE, REAPER_ORCHESTRATOR, TURN_ORCHESTRATOR
 
 from .common import (agent_or_404, json_response, problem_response, read_thread,
                      runtime_status, thread_key_or_error, wait_for_instance)
@@ -36,6 +36,29 @@ def turn_wait_seconds() -> float:
         return float(raw) if raw else DEFAULT_WAIT_SECONDS
     except ValueError:
         return DEFAULT_WAIT_SECONDS
+
+
+_reaper_running = False
+
+
+async def ensure_thread_reaper(client) -> None:
+    """With THREAD_TTL_HOURS set, make sure the clean-up orchestration runs (checked once per
+    process: it is an eternal orchestration with a fixed instance id)."""
+    global _reaper_running
+    hours = os.environ.get("THREAD_TTL_HOURS")
+    if _reaper_running or not hours:
+        return
+    ttl = float(hours) * 3600
+    every = float(os.environ.get("THREAD_TTL_CHECK_SECONDS") or min(3600.0, max(1.0, ttl / 4)))
+    if runtime_status(await client.get_status(REAPER_INSTANCE)) not in (
+            "Running", "Pending", "ContinuedAsNew", "Suspended"):
+        try:
+            await client.start_new(REAPER_ORCHESTRATOR, REAPER_INSTANCE,
+                                   {"ttl_seconds": ttl, "every_seconds": every})
+        except Exception:
+            if not runtime_status(await client.get_status(REAPER_INSTANCE)):
+                raise  # not a concurrent start by another request
+    _reaper_running = True
 
 
 def turn_instance_id(thread_key: str, turn_id: str) -> str:
@@ -134,6 +157,7 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
         await start_turn(client, instance_id, {
             "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
             "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, key is not None)
+        await ensure_thread_reaper(client)
     except Problem as problem:
         return problem_response(problem)
 

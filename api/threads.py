@@ -102,23 +102,16 @@ async def http_thread(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
 
 async def delete_thread(client, agent, key: str) -> func.HttpResponse:
-    """Forget the entity state (synchronously, through an orchestration), then the histories
-    of the thread's turn orchestrations (running ones are terminated first)."""
+    """Forget the thread through the delete_thread orchestration (entity state, archive pages,
+    index entry, turn histories), wait for it, then purge its own history too."""
     instance_id = await client.start_new(DELETE_ORCHESTRATOR, None,
                                          {"agent": agent.name, "thread_key": key})
     status = await wait_for_instance(client, instance_id, 30)
     if runtime_status(status) != "Completed":
         raise Problem(503, "delete_pending", "the thread is being deleted; try again shortly")
-    turns = await client.get_status_by(instance_id_prefix=turn_instance_id(key, ""))
-    for turn in turns:
-        if runtime_status(turn) not in ("Completed", "Failed", "Terminated", "Canceled"):
-            await client.terminate(turn.instance_id, "thread deleted")
-    purged = 0
-    for turn in turns:
-        purged += (await client.purge_instance_history(turn.instance_id)).instances_deleted
     await client.purge_instance_history(instance_id)
     return json_response({"thread_id": format_thread_id(agent.name, key), "deleted": True,
-                          "turn_histories_purged": purged})
+                          "turn_histories_purged": status.output["turn_histories_purged"]})
 
 
 @bp.route(route="agents/{name}/threads/{thread_id}/turns/{turn_id}", methods=["GET"],

@@ -5,6 +5,7 @@
 - Fan-out/fan-in of 1,000 activities.
 - One agent turn (POST /run → 200) against a zero-latency fake model, vs calling that model
   directly with the same openai client: the overhead durability adds to a turn.
+- A 1,000-turn thread: turn latency at the end against the start (state compaction at work).
 """
 from __future__ import annotations
 
@@ -127,9 +128,28 @@ async def agent_figures(args) -> dict:
                         await r.read()
                         assert r.status == 200, r.status
                     turns.append((time.perf_counter() - start) * 1000)
+                long_turns = await long_thread(session, host.base, args.long_thread)
         finally:
             host.kill()
-    return {"direct": direct, "turns": turns}
+    return {"direct": direct, "turns": turns, "long": long_turns}
+
+
+async def long_thread(session, base: str, count: int) -> list[float]:
+    """`count` turns on one thread; checks the thread API reads back every message."""
+    run = f"{base}/api/agents/MyDurableAgent/run"
+    times, thread = [], None
+    for i in range(count):
+        url = f"{run}?thread_id={thread}" if thread else run
+        start = time.perf_counter()
+        async with session.post(url, data=f"message {i}: " + "lorem ipsum " * 10) as r:
+            await r.read()
+            assert r.status == 200, r.status
+            thread = r.headers["x-ms-thread-id"]
+        times.append((time.perf_counter() - start) * 1000)
+    async with session.get(f"{base}/api/agents/MyDurableAgent/threads/{thread}") as r:
+        doc = await r.json()
+    assert doc["message_count"] == 2 * count and len(doc["messages"]) == 2 * count, doc.keys()
+    return times
 
 
 def main() -> None:
@@ -139,6 +159,7 @@ def main() -> None:
     parser.add_argument("--fan-out", type=int, default=1000)
     parser.add_argument("--fan-out-runs", type=int, default=3)
     parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--long-thread", type=int, default=1000)
     parser.add_argument("--json", help="also write the raw figures to this file")
     args = parser.parse_args()
 
@@ -165,6 +186,12 @@ def main() -> None:
     print(f"agent     one turn, POST /run → 200    {summary(agent['turns'])}")
     print(f"          durability overhead per turn (p50): {turn_p50 - direct_p50:.2f} ms, "
           f"{turn_p50 / direct_p50:.1f}x the bare model call")
+    long_turns = agent["long"]
+    head, tail = long_turns[:10], long_turns[-10:]
+    print(f"agent     {len(long_turns)}-turn thread: turns 1-10 mean {statistics.mean(head):.1f} ms,"
+          f" last 10 mean {statistics.mean(tail):.1f} ms "
+          f"({statistics.mean(tail) / statistics.mean(head):.2f}x); all "
+          f"{2 * len(long_turns)} messages read back")
     if args.json:
         Path(args.json).write_text(json.dumps({"commit": commit, **dev, **agent}))
 

@@ -15,7 +15,7 @@ import azure.durable_functions as df
 from activities.errors import parse_error_text
 from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
-from core.agents import find_agent
+from core.agents import find_agent, load_catalogue
 from entities.thread import THREAD_ARCHIVE_ENTITY, archive_key
 from entities.thread_index import THREAD_INDEX_ENTITY
 
@@ -150,4 +150,27 @@ def delete_thread(context: df.DurableOrchestrationContext):
             agent.name, request["thread_key"], page)), "delete")
     context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "remove",
                           {"key": request["thread_key"]})
-    return deleted["existed"]
+    purged = yield context.call_activity("purge_turns", f"turn-{request['thread_key']}-")
+    return {"existed": deleted["existed"], "turn_histories_purged": purged}
+
+
+REAPER_ORCHESTRATOR = "thread_reaper"
+REAPER_INSTANCE = "thread-reaper"
+
+
+@bp.orchestration_trigger(context_name="context")
+def thread_reaper(context: df.DurableOrchestrationContext):
+    """Deletes threads idle longer than the TTL, then sleeps on a durable timer and starts
+    over (ContinueAsNew keeps its history short). Input: {ttl_seconds, every_seconds}."""
+    settings = context.get_input()
+    now = context.current_utc_datetime
+    cutoff = (now - timedelta(seconds=settings["ttl_seconds"])).isoformat()
+    for agent in load_catalogue().values():
+        index = yield context.call_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()),
+                                          "get")
+        for key, entry in sorted((index or {}).items()):
+            if entry["updated_at"] < cutoff:
+                yield context.call_sub_orchestrator(DELETE_ORCHESTRATOR, {
+                    "agent": agent.name, "thread_key": key})
+    yield context.create_timer(now + timedelta(seconds=settings["every_seconds"]))
+    context.continue_as_new(settings)

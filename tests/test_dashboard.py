@@ -102,6 +102,17 @@ def status(host: DevhostProcess, instance_id: str) -> dict:
     return r.json()
 
 
+def wait_done(host: DevhostProcess, instance_id: str) -> dict:
+    """conftest's wait_for_status for ids that need quoting in a URL."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        doc = status(host, instance_id)
+        if doc["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
+            return doc
+        time.sleep(0.05)
+    raise AssertionError(f"{instance_id} did not finish: {doc}")
+
+
 def wait_running(host: DevhostProcess, instance_id: str, event_type: str) -> None:
     """Until the orchestrator's first episode is recorded (e.g. its timer or its wait)."""
     deadline = time.time() + 20
@@ -144,8 +155,7 @@ def test_overview_list_and_detail(patterns_host, page, tmp_path):
     expect(page.locator("#hub-name")).to_have_text("hub PatternsHub")
     expect(page.get_by_role("link", name="1 Completed", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="0 Failed", exact=True)).to_be_visible()
-    expect(page.get_by_role("link", name="0 Pending activities")).to_have_count(0)
-    expect(page.get_by_text("Pending activities")).to_be_visible()
+    expect(page.get_by_role("region", name="Pending work")).to_contain_text("Pending activities")
     expect(row_of(page, first)).to_contain_text("Completed")
 
     # auto-refresh: a second instance shows up without reloading the page
@@ -218,7 +228,7 @@ def test_overview_list_and_detail(patterns_host, page, tmp_path):
     result = completed.first.locator("details", has_text="Result")
     expect(result.locator("pre")).to_be_hidden()
     result.locator("summary").click()
-    expect(result.locator("pre")).to_have_text('"Hello Tokyo!"'.strip('"'))
+    expect(result.locator("pre")).to_have_text("Hello Tokyo!")
     # a completed instance cannot be terminated; it can be restarted or purged
     expect(page.get_by_role("button", name="Terminate")).to_be_disabled()
     expect(page.get_by_role("button", name="Raise event")).to_be_disabled()
@@ -342,7 +352,7 @@ def test_user_data_is_shown_as_text_never_as_markup(patterns_host, page):
     page.get_by_label("Event name").fill("Approval")
     page.get_by_label("Payload (JSON, optional)").fill(json.dumps("<b>bold</b><script>x()</script>"))
     page.get_by_role("button", name="Raise event").click()
-    wait_for_status(host, instance_id)
+    assert wait_done(host, instance_id)["runtimeStatus"] == "Completed"
     expect(page.get_by_role("region", name="Output")).to_contain_text("<b>bold</b><script>x()</script>")
     expect(page.locator("main img, main b, main script")).to_have_count(0)
     assert page.evaluate("window.__pwned") is None
@@ -353,12 +363,10 @@ def test_master_key_prompt_when_keys_are_enforced(devhost_factory, tmp_path, pag
     flaky.mkdir()
     host = devhost_factory("patterns", env={"FLAKY_DIR": str(flaky),
                                             "DEVHOST_MASTER_KEY": "dashboard-master-key"}).start()
-    instance_id = start_with_key = None
     r = host.request("POST", f"{WEBHOOKS}/orchestrators/chain", None,
                      {"x-functions-key": "dashboard-master-key"})
     assert r.status == 202, r
-    start_with_key = r.json()["id"]
-    instance_id = start_with_key
+    instance_id = r.json()["id"]
     page.goto(dashboard(host, "#/instances"))
     expect(page.get_by_role("heading", name="Master key needed")).to_be_visible()
     page.get_by_label("Master key").fill("wrong")

@@ -59,6 +59,8 @@ LOCAL_ONLY_SETTINGS = {
     "TURN_WAIT_SECONDS": "code default used in Azure",
     "MAX_MESSAGE_BYTES": "code default used in Azure",
     "THREAD_MAX_STATE_BYTES": "code default used in Azure",
+    "THREAD_TTL_HOURS": "thread clean-up is off unless set (azd env / portal)",
+    "THREAD_TTL_CHECK_SECONDS": "code default used in Azure",
     "LLM_RETRY_BASE_SECONDS": "code default used in Azure",
     "LLM_RETRY_MAX_WAIT_SECONDS": "code default used in Azure",
     "LLM_RETRY_AFTER_MAX_SECONDS": "code default used in Azure",

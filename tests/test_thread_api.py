@@ -182,3 +182,32 @@ def test_long_threads_are_archived_and_still_read_back_whole(llm, tmp_path):
         assert archive.status == 404
     finally:
         host.kill()
+
+
+def test_idle_threads_are_deleted_by_the_durable_reaper(llm, tmp_path):
+    import time
+
+    from conftest import ROOT, DevhostProcess, app_env
+
+    host = DevhostProcess(ROOT, tmp_path / "ttl.sqlite", app_env(
+        llm, THREAD_TTL_HOURS=str(1.5 / 3600), THREAD_TTL_CHECK_SECONDS="0.5"))
+    host.start()
+    try:
+        old = new_thread(host, "soon idle")
+        reaper = host.request("GET", "/runtime/webhooks/durabletask/instances/thread-reaper")
+        assert reaper.json()["name"] == "thread_reaper"
+        deadline = time.time() + 15
+        fresh = None
+        while time.time() < deadline:
+            fresh = new_thread(host, "keep me busy") if fresh is None else fresh
+            host.request("POST", f"{RUN}?thread_id={fresh}", "still here", TEXT)
+            if host.request("GET", f"{THREADS}/{old}").status == 404:
+                break
+            time.sleep(0.2)
+        assert host.request("GET", f"{THREADS}/{old}").status == 404
+        assert host.request("GET", f"{THREADS}/{fresh}").status == 200  # active: kept
+        key = old.rsplit("@", 1)[1]
+        assert host.request("GET", "/runtime/webhooks/durabletask/instances"
+                                   f"?instanceIdPrefix=turn-{key}-").json() == []
+    finally:
+        host.kill()
