@@ -26,6 +26,7 @@ run: $(STAMP) local.settings.json
 	$(PY) -m devhost start --app . --port $(PORT)
 
 test: $(STAMP)
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -33,6 +33,7 @@ log = logging.getLogger("devhost.http")
 WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Azure Functions' request size limit
+NO_CACHE = {"Cache-Control": "no-cache"}  # the dashboard is edited live; never serve it stale
 
 ENGINE = web.AppKey("engine", Engine)
 HOST = web.AppKey("host", object)
@@ -390,12 +391,17 @@ def build_app(host: HostState) -> web.Application:
                                   "id": str(uuid.uuid5(uuid.NAMESPACE_URL, host.rpc_base))})
 
     async def dashboard(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(DASHBOARD_DIR / "index.html")
+        return web.FileResponse(DASHBOARD_DIR / "index.html", headers=NO_CACHE)
+
+    async def dashboard_file(request: web.Request) -> web.FileResponse:
+        path = (DASHBOARD_DIR / request.match_info["file"]).resolve()
+        if path.parent != DASHBOARD_DIR.resolve() or not path.is_file():
+            raise NotFound(f"no dashboard file {request.match_info['file']}")
+        return web.FileResponse(path, headers=NO_CACHE)
 
     app.router.add_get("/admin/host/status", host_status)
     app.router.add_get("/_devhost/", dashboard)
     app.router.add_get("/_devhost", dashboard)
-    if DASHBOARD_DIR.is_dir():
-        app.router.add_static("/_devhost/static", DASHBOARD_DIR)
+    app.router.add_get("/_devhost/static/{file}", dashboard_file)
     app.router.add_route("*", "/{tail:.*}", handle_trigger)
     return app

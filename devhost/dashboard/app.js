@@ -136,6 +136,7 @@ function instanceDuration(doc) {
 function fmtCoarse(ms) {
   if (ms === null || ms === undefined) return "—";
   if (ms < 1000) return "< 1 s";
+  if (ms < 60000) return `${Math.round(ms / 1000)} s`;
   return fmtDuration(Math.round(ms / 1000) * 1000);
 }
 
@@ -281,7 +282,6 @@ const refreshToggle = document.getElementById("refresh-toggle");
 const hubName = document.getElementById("hub-name");
 
 let current = null;      // the view on screen: {el, title, refresh}
-let busy = false;
 let paused = false;
 try { paused = localStorage.getItem(PAUSE_STORAGE) === "1"; } catch { /* ignore */ }
 
@@ -298,7 +298,7 @@ function showBanner(message) {
 function keyPrompt(error) {
   const input = h("input", { id: "master-key", type: "password", autocomplete: "off", required: true });
   const form = h("form", {
-    class: "card key-form",
+    class: "panel key-form",
     onsubmit: (e) => {
       e.preventDefault();
       setMasterKey(input.value.trim());
@@ -313,15 +313,25 @@ function keyPrompt(error) {
   return form;
 }
 
-async function refresh(initial = false) {
-  if (!current || busy) return;
-  busy = true;
+/** Refresh the view on screen; a call while one runs makes it run once more afterwards. */
+async function refreshView(initial = false) {
   const view = current;
+  if (!view) return;
+  if (view.busy) {
+    view.again = true;
+    return;
+  }
+  view.busy = true;
   try {
-    await view.refresh(initial);
+    do {
+      view.again = false;
+      await view.refresh(initial);
+      initial = false;
+    } while (view.again && view === current);
     if (view !== current) return;
     showBanner(null);
-    refreshState.textContent = `Updated ${fmtTime(new Date().toISOString())}`;
+    const at = fmtTime(new Date().toISOString());
+    refreshState.textContent = paused ? `Auto-refresh paused · updated ${at}` : `Updated ${at}`;
   } catch (err) {
     if (view !== current) return;
     if (err instanceof ApiError && err.status === 401) {
@@ -329,10 +339,10 @@ async function refresh(initial = false) {
       current = null;
       return;
     }
-    console.error(err);
+    console.warn(err);
     showBanner(err instanceof ApiError && err.status ? `HTTP ${err.status}: ${err.message}` : String(err.message || err));
   } finally {
-    busy = false;
+    view.busy = false;
   }
 }
 
@@ -344,10 +354,9 @@ async function render() {
   }
   const view = target.view();
   current = view;
-  busy = false;
   main.replaceChildren(view.el);
   document.title = `${view.title} · devhost`;
-  await refresh(true);
+  await refreshView(true);
   if (view === current) {
     const h1 = main.querySelector("h1");
     if (h1 && document.activeElement === document.body) h1.focus({ preventScroll: true });
@@ -365,9 +374,9 @@ refreshToggle.addEventListener("click", () => {
   paused = !paused;
   try { localStorage.setItem(PAUSE_STORAGE, paused ? "1" : "0"); } catch { /* ignore */ }
   updateToggle();
-  if (!paused) refresh();
+  if (!paused) refreshView();
 });
-document.getElementById("refresh-now").addEventListener("click", () => refresh());
+document.getElementById("refresh-now").addEventListener("click", () => refreshView());
 
 async function loadHub() {
   try {
@@ -412,9 +421,15 @@ function cell(label, props, ...children) {
   return h("td", { "data-label": label, ...props }, h("div", { class: "cell" }, ...children));
 }
 
+/** Changes every second while a listed instance runs, so its "so far" duration keeps moving. */
+function liveTick(docs) {
+  return docs.some((d) => ACTIVE.has(d.runtimeStatus)) ? Math.floor(Date.now() / 1000) : 0;
+}
+
+/** A definition list of [term, value, {wide}] rows; wide ones span two grid columns. */
 function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([term, value]) =>
-    h("div", {}, h("dt", {}, term), h("dd", {}, value))));
+  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([term, value, opts = {}]) =>
+    h("div", { class: opts.wide ? "wide" : null }, h("dt", {}, term), h("dd", {}, value))));
 }
 
 function section(title, ...children) {
@@ -466,7 +481,7 @@ function overviewView() {
         h("span", { class: "stat-num" }, num(value ?? 0)),
         h("span", { class: "stat-label" }, label))))));
     const docs = Array.isArray(recent.data) ? recent.data : [];
-    recentRegion.show(docs, () => docs.length ? instancesTable(docs)
+    recentRegion.show({ docs, tick: liveTick(docs) }, () => docs.length ? instancesTable(docs)
       : empty("No orchestrations yet. Start one and it appears here."));
   }
   return { el, title: "Overview", refresh };
@@ -505,7 +520,7 @@ function instancesView(query) {
     h("div", { class: "field" }, h("label", { for: "f-prefix" }, "Instance ID prefix"),
       h("div", { class: "row" }, prefixInput, h("button", { type: "submit", class: "btn btn-primary" }, "Apply"),
         h("button", { type: "button", class: "btn", onclick: clear }, "Clear"))),
-    h("div", { class: "field" }, h("label", { for: "f-top" }, "Per page"), topSelect));
+    h("div", { class: "field shrink" }, h("label", { for: "f-top" }, "Per page"), topSelect));
 
   function apply() {
     state.statuses = new Set(boxes.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value));
@@ -526,7 +541,7 @@ function instancesView(query) {
   function go(token) {
     state.token = token;
     list.reset();
-    refresh();
+    refreshView();
   }
 
   async function refresh() {
@@ -544,7 +559,7 @@ function instancesView(query) {
     firstBtn.disabled = state.previous.length === 0;
     nextBtn.disabled = !state.next;
     const filtered = state.statuses.size || state.prefix;
-    list.show(docs, () => docs.length ? instancesTable(docs)
+    list.show({ docs, tick: liveTick(docs) }, () => docs.length ? instancesTable(docs)
       : empty(filtered ? "No orchestrations match these filters." : "No orchestrations yet."));
   }
 
@@ -587,7 +602,7 @@ function historyTable(events, doc) {
     const details = DETAIL_FIELDS.filter((k) => ev[k] !== null && ev[k] !== undefined && ev[k] !== "")
       .map((k) => {
         const value = unwrap(ev[k]);
-        const open = k === "Reason" || (kind === "fail" && (k === "Details" || k === "Result"));
+        const open = k === "Reason" || (failedEnd && k === "Result");
         return h("details", { "data-k": `${i}-${k}`, open, class: `d-${k}` },
           h("summary", {}, h("span", { class: "d-key" }, k), " ", h("span", { class: "d-preview" }, preview(value, 60))),
           h("pre", { class: "json" }, pretty(value)));
@@ -631,11 +646,11 @@ function instanceView(id) {
   const reason = h("input", { id: "a-reason", type: "text", autocomplete: "off", placeholder: "optional" });
   const buttons = {};
   const actionDefs = [
-    ["terminate", "Terminate", "danger", "Stop the instance now (Terminated)."],
     ["suspend", "Suspend", "", "Pause the instance until resumed."],
     ["resume", "Resume", "", "Continue a suspended instance."],
     ["rewind", "Rewind", "", "Re-run what failed in a Failed instance."],
     ["restart", "Restart", "", "Start a new instance with the same input."],
+    ["terminate", "Terminate", "danger", "Stop the instance now (Terminated)."],
     ["purge", "Purge", "danger", "Delete the instance and its history."],
   ];
   for (const [op, label, tone, help] of actionDefs) {
@@ -699,7 +714,7 @@ function instanceView(id) {
   }
 
   function refreshSoon() {
-    setTimeout(() => { if (current === view) refresh(); }, 150);
+    setTimeout(() => { if (current === view) refreshView(); }, 150);
   }
 
   function enableActions(status) {
@@ -773,7 +788,9 @@ function instanceView(id) {
         h("div", { class: "manage" },
           h("h3", {}, "Manage the instance"),
           h("div", { class: "field" }, h("label", { for: "a-reason" }, "Reason (terminate, suspend, resume, rewind)"), reason),
-          h("div", { class: "actions" }, Object.values(buttons))),
+          h("div", { class: "actions" },
+            h("div", { class: "group" }, buttons.suspend, buttons.resume, buttons.rewind, buttons.restart),
+            h("div", { class: "group" }, buttons.terminate, buttons.purge))),
         eventForm),
       result),
     section("History", historyRegion.el));
@@ -797,17 +814,17 @@ function entitiesView(query) {
     setQuery("#/entities", { name: state.name });
     go(0);
   } },
-  h("div", { class: "field" }, h("label", { for: "f-entity" }, "Entity name"),
+  h("div", { class: "field" }, h("label", { for: "f-entity" }, "Entity name (exact)"),
     h("div", { class: "row" }, nameInput, h("button", { type: "submit", class: "btn btn-primary" }, "Apply"))));
 
   function go(skip) {
     state.skip = skip;
     list.reset();
-    refresh();
+    refreshView();
   }
 
   async function refresh() {
-    const path = state.name ? `${API}/entities/${encodeURIComponent(state.name)}` : `${API}/entities/`;
+    const path = state.name ? `${API}/entities/${encodeURIComponent(state.name.toLowerCase())}` : `${API}/entities/`;
     const { data } = await api(`${path}?top=${state.top}&skip=${state.skip}`);
     const items = Array.isArray(data) ? data : [];
     prevBtn.disabled = state.skip === 0;
@@ -847,7 +864,7 @@ function entityView(name, key) {
     }
     body.show({ found, state }, () => found ? [
       facts([["Name", h("span", { class: "mono" }, name)], ["Key", h("span", { class: "mono break" }, key)],
-        ["Entity ID", h("span", { class: "mono break" }, `@${name}@${key}`)]]),
+        ["Entity ID", h("span", { class: "mono break" }, `@${name}@${key}`), { wide: true }]]),
       name.startsWith(AGENT_PREFIX) ? h("p", {}, link(route("agents", name, key), "Open as a chat transcript →")) : null,
       section("State", jsonBlock(state, "Entity state")),
     ] : empty("This entity has no state (it does not exist or was deleted)."));
@@ -953,7 +970,7 @@ function threadView(name, key) {
     const totals = state.totals || {};
     head.show({ ...state, messages: messages.length }, () => facts([
       ["Agent", h("strong", {}, agent)],
-      ["Thread ID", h("span", { class: "mono break" }, state.threadId || `@${name}@${key}`)],
+      ["Thread ID", h("span", { class: "mono break" }, state.threadId || `@${name}@${key}`), { wide: true }],
       ["Messages", num(messages.length)],
       ["Turns", num(totals.turns)],
       ["Tokens", `${num(totals.total_tokens)} (${num(totals.prompt_tokens)} in / ${num(totals.completion_tokens)} out)`],
@@ -996,7 +1013,7 @@ function notFoundView() {
 
 window.addEventListener("hashchange", () => render());
 setInterval(() => {
-  if (!paused && !document.hidden) refresh();
+  if (!paused && !document.hidden) refreshView();
 }, REFRESH_MS);
 updateToggle();
 loadHub();
