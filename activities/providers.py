@@ -178,7 +178,9 @@ def complete(agent: dict, messages: list[dict]) -> dict:
         where = f"base_url {os.environ.get('OPENAI_BASE_URL') or 'https://api.openai.com/v1'}, model {model}"
     _announce((provider, model), f"LLM provider: {provider} ({where})")
 
-    params: dict[str, Any] = {"model": model, "messages": messages}
+    # messages go in extra_body (merged over the request body as is): the client's typed
+    # transform of `messages` is O(messages) pure-Python work, most of a call on long threads.
+    params: dict[str, Any] = {"model": model, "messages": [], "extra_body": {"messages": messages}}
     if agent.get("temperature") is not None:
         params["temperature"] = float(agent["temperature"])
     if agent.get("max_output_tokens"):

@@ -72,11 +72,12 @@ async def http_floor(session: aiohttp.ClientSession, base: str, samples: int) ->
 async def run_orchestration(session, base: str, name: str, payload=None) -> float:
     """Start through the webhook with a server-side wait: returns start→completion ms."""
     start = time.perf_counter()
+    # The Python client's encoding: the input travels as a JSON string holding JSON text.
     async with session.post(f"{base}{WEBHOOKS}/orchestrators/{name}?timeout=120",
-                            json=payload) as r:
-        body = await r.read()
-        if r.status != 200:
-            raise RuntimeError(f"{name} did not complete: {r.status} {body[:200]!r}")
+                            json=json.dumps(payload)) as r:
+        body = await r.json()
+        if r.status != 200 or (isinstance(body, dict) and "runtimeStatus" in body):
+            raise RuntimeError(f"{name} did not complete: {r.status} {str(body)[:300]}")
     return (time.perf_counter() - start) * 1000
 
 
@@ -138,6 +139,8 @@ async def long_thread(session, base: str, count: int) -> list[float]:
     """`count` turns on one thread; checks the thread API reads back every message."""
     run = f"{base}/api/agents/MyDurableAgent/run"
     times, thread = [], None
+    if count == 0:
+        return times
     for i in range(count):
         url = f"{run}?thread_id={thread}" if thread else run
         start = time.perf_counter()
@@ -188,10 +191,11 @@ def main() -> None:
           f"{turn_p50 / direct_p50:.1f}x the bare model call")
     long_turns = agent["long"]
     head, tail = long_turns[:10], long_turns[-10:]
-    print(f"agent     {len(long_turns)}-turn thread: turns 1-10 mean {statistics.mean(head):.1f} ms,"
-          f" last 10 mean {statistics.mean(tail):.1f} ms "
-          f"({statistics.mean(tail) / statistics.mean(head):.2f}x); all "
-          f"{2 * len(long_turns)} messages read back")
+    if long_turns:
+        print(f"agent     {len(long_turns)}-turn thread: turns 1-10 mean {statistics.mean(head):.1f} ms,"
+              f" last 10 mean {statistics.mean(tail):.1f} ms "
+              f"({statistics.mean(tail) / statistics.mean(head):.2f}x); all "
+              f"{2 * len(long_turns)} messages read back")
     if args.json:
         Path(args.json).write_text(json.dumps({"commit": commit, **dev, **agent}))
 

@@ -34,6 +34,8 @@ from .store import Store
 
 log = logging.getLogger("devhost.engine")
 ET, AT = p.EventType, p.ActionType
+INLINE_EVENTS_LIMIT = 400     # replays/batches up to this size run on the loop, bigger in threads
+SLOW_HANDLE_SECONDS = 0.25
 
 
 def fresh_engine_state() -> dict:
@@ -215,14 +217,31 @@ class Engine:
         else:
             document = p.context_document(history_texts, new_events, inst["input_raw"], instance_id,
                                           inst["parent_instance_id"])
-            returned, raised = await self.loop.run_in_executor(
-                self.orchestrator_pool, _call_handle, registered[1], document)
+            returned, raised = await self._run_handle(
+                self.orchestrator_pool, registered[1], document,
+                len(history_texts) + len(new_events), f"orchestrator '{inst['name']}'")
             result = p.parse_orchestrator_result(returned, raised)
 
         effects = self._decide(inst, state, result, retry_event, started)
         self._commit_episode(inst, state, result, effects, new_events,
                              [r["id"] for r in batch] + stale, started)
         return len(due) > len(batch)
+
+    async def _run_handle(self, pool: ThreadPoolExecutor, handle, document: str, size: int,
+                          what: str) -> tuple[str | None, BaseException | None]:
+        """Run an orchestrator/entity handle. Their code is CPU-only and must not block (the
+        Durable programming model), so small episodes run right here on the loop: a thread
+        hand-off costs more than they do. Big replays go to a thread to keep HTTP responsive."""
+        if size > INLINE_EVENTS_LIMIT:
+            return await self.loop.run_in_executor(pool, _call_handle, handle, document)
+        started = time.perf_counter()
+        outcome = _call_handle(handle, document)
+        elapsed = time.perf_counter() - started
+        if elapsed > SLOW_HANDLE_SECONDS:
+            log.warning("%s took %.0f ms for one episode: orchestrator and entity code must "
+                        "not block or do I/O (move that work into an activity)", what,
+                        elapsed * 1000)
+        return outcome
 
     def _select_batch(self, due: list[dict], state: dict) -> tuple[list[dict], dict | None]:
         """Ordinary events in arrival order, ending at the first retry-relevant one (§3.4):
@@ -595,8 +614,8 @@ class Engine:
             new_state = state
         else:
             document = p.entity_batch_document(name, key, state, ops)
-            returned, raised = await self.loop.run_in_executor(
-                self.entity_pool, _call_handle, registered[1], document)
+            returned, raised = await self._run_handle(
+                self.entity_pool, registered[1], document, len(ops), f"entity '{name}'")
             if raised is not None:
                 results = [{"isError": True, "result": json.dumps(str(raised))} for _ in ops]
                 new_state = state

@@ -27,6 +27,13 @@ def parse_timestamp(text, *args, **kwargs):
     return datetime.fromisoformat(f"{match.group(1)}.{fraction}").replace(tzinfo=_Z_TZ)
 
 
+PATCHED_MODULES = ("azure.durable_functions.models.history.HistoryEvent",
+                   "azure.durable_functions.models.DurableOrchestrationStatus")
+
+
 def install() -> None:
-    module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
-    module.dt_parse = parse_timestamp
+    """History events (every replay) and status documents (every client get_status)."""
+    for name in PATCHED_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "dt_parse"):
+            module.dt_parse = parse_timestamp

@@ -316,3 +316,29 @@ def register(context: df.DurableEntityContext):
         context.destruct_on_exit()
         return
     context.set_result(context.get_state(lambda: None))
+
+
+@app.orchestration_trigger(context_name="context")
+def sub_retry(context: df.DurableOrchestrationContext):
+    """A failing sub-orchestration retried by the host (optionally with a fixed child id)."""
+    spec = context.get_input()
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=50,
+                              max_number_of_attempts=spec.get("attempts", 3))
+    child_id = f"{context.instance_id}-kid" if spec.get("fixed_id") else None
+    try:
+        return (yield context.call_sub_orchestrator_with_retry("flaky_once", options, spec,
+                                                               child_id))
+    except Exception as exc:
+        return "gave up: " + str(exc).split("\n")[0]
+
+
+@app.orchestration_trigger(context_name="context")
+def calls_missing_entity(context: df.DurableOrchestrationContext):
+    return (yield context.call_entity(df.EntityId("NoSuchEntity", "k"), "get"))
+
+
+@app.orchestration_trigger(context_name="context")
+def http_caller(context: df.DurableOrchestrationContext):
+    """context.call_http against a URL given as input (devhost's built-in HTTP activity)."""
+    response = yield context.call_http("GET", context.get_input())
+    return {"status": response.status_code, "content": response.content}
