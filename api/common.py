@@ -13,7 +13,7 @@ from core.threads import ThreadIdError, format_thread_id, parse_thread_id
 
 from .turn_request import Problem
 
-FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.002, 0.025
+FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.002, 0.02
 TERMINAL = ("Completed", "Failed", "Terminated", "Canceled")
 
 
@@ -58,7 +58,7 @@ def runtime_status(status) -> str | None:
 
 async def wait_for_instance(client: df.DurableOrchestrationClient, instance_id: str,
                             timeout: float):
-    """Poll status with a back-off from 2 ms to 25 ms; the last status seen."""
+    """Poll status with a back-off from 2 ms to 20 ms; the last status seen."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = FIRST_POLL_SECONDS

@@ -404,6 +404,31 @@ def test_parallel_retries(host):
         assert_ids_unique(raw_history(host, instance_id))
 
 
+def test_sub_orchestration_retries(host):
+    ok2 = sdk_start(host, "sub_retry", {"key": uid("sr"), "fail_times": 1})
+    ok3 = sdk_start(host, "sub_retry", {"key": uid("sr"), "fail_times": 2, "fixed_id": True})
+    gave_up = sdk_start(host, "sub_retry", {"key": uid("sr"), "fail_times": 9, "attempts": 2})
+    doc = finished(host, ok2)
+    assert doc["output"] == "ok after 2"
+    assert kinds(doc) == ["ExecutionStarted", "SubOrchestrationInstanceFailed", "TimerCreated",
+                          "TimerFired", "SubOrchestrationInstanceCompleted",
+                          "ExecutionCompleted"]
+    attempts = [e["InstanceId"] for e in doc["historyEvents"] if "InstanceId" in e]
+    assert len(set(attempts)) == 2  # a fresh child id per attempt
+    doc = finished(host, ok3)
+    assert doc["output"] == "ok after 3"
+    assert [e["InstanceId"] for e in doc["historyEvents"] if "InstanceId" in e] == \
+        [f"{ok3}-kid"] * 3  # the caller's child id, re-used by every attempt
+    child = host.request("GET", f"{WEBHOOKS}/instances/{ok3}-kid").json()
+    assert child["runtimeStatus"] == "Completed" and child["output"] == "ok after 3"
+    doc = finished(host, gave_up)
+    assert doc["output"].rstrip() == ("gave up: Orchestrator function 'flaky_once' failed: "
+                                      "Activity function 'flaky' failed: ValueError: attempt 2 "
+                                      "failed")
+    assert kinds(doc).count("SubOrchestrationInstanceFailed") == 2
+    assert kinds(doc).count("TimerFired") == 2
+
+
 # -- eternal -----------------------------------------------------------------------------------
 
 def test_eternal_continue_as_new(host):
@@ -438,6 +463,32 @@ def test_unknown_activity(host):
         "Orchestrator function 'calls_missing' failed: The function 'no_such_activity' doesn't "
         "exist, is disabled, or is not an activity function. Additional info: The following are "
         "the known activity functions: 'double', 'flaky', 'say_hello'")
+
+
+def test_unknown_entity(host):
+    instance_id = sdk_start(host, "calls_missing_entity")
+    doc = finished(host, instance_id)
+    assert doc["runtimeStatus"] == "Failed"
+    assert "doesn't exist, is disabled, or is not an entity function" in doc["output"]
+    assert "'Counter', 'Register'" in doc["output"]
+
+
+def test_call_http(host):
+    ok = sdk_start(host, "http_caller", host.base + "/api/hello/ann")
+    missing = sdk_start(host, "http_caller", host.base + "/api/no/such/thing")
+    doc = finished(host, ok)
+    assert doc["output"] == {"status": 200, "content": "hello ann",
+                             "type": "text/plain; charset=utf-8"}
+    (task,) = events_of(doc, "TaskCompleted")
+    assert task["FunctionName"] == "BuiltIn::HttpActivity"
+    assert json.loads(task["Input"])["uri"] == host.base + "/api/hello/ann"
+    doc = finished(host, missing)
+    assert doc["output"]["status"] == 404
+    assert json.loads(doc["output"]["content"])["error"]
+    unreachable = sdk_start(host, "http_caller", "http://127.0.0.1:1/nothing")
+    doc = finished(host, unreachable)
+    assert doc["runtimeStatus"] == "Failed"
+    assert "Activity function 'BuiltIn::HttpActivity' failed: " in doc["output"]
 
 
 # -- the SDK client's operations ---------------------------------------------------------------

@@ -340,5 +340,6 @@ def calls_missing_entity(context: df.DurableOrchestrationContext):
 @app.orchestration_trigger(context_name="context")
 def http_caller(context: df.DurableOrchestrationContext):
     """context.call_http against a URL given as input (devhost's built-in HTTP activity)."""
-    response = yield context.call_http("GET", context.get_input())
-    return {"status": response.status_code, "content": response.content}
+    response = yield context.call_http("GET", context.get_input())  # the parsed response dict
+    return {"status": response["statusCode"], "content": response["content"],
+            "type": response["headers"].get("Content-Type")}
