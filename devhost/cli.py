@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .config import load_host_config
 from .engine import Engine
-from .errors import DevhostError
+from .errors import DevhostError, ListenError
 from .http import HostState, build_app
 from .loader import apply_local_settings, import_app, index_app
 from .store import Store
@@ -63,7 +63,11 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {args.host}:{args.port}: "
+                          f"{exc.strerror or exc}") from exc
     await engine.start()
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     base_url = f"http://{shown_host}:{args.port}"
@@ -93,10 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(args))
     except DevhostError as exc:
         print(f"devhost: {exc.message}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"devhost: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

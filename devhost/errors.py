@@ -44,3 +44,7 @@ class DatabaseError(DevhostError):
 
 class ConfigError(DevhostError):
     """host.json or local.settings.json is malformed."""
+
+
+class ListenError(DevhostError):
+    """The HTTP port is taken or the address is not ours."""

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import secrets
 import traceback
 import uuid
@@ -111,6 +112,19 @@ def _int_query(request: web.Request, name: str) -> int | None:
     return int(value)
 
 
+def _seconds_query(request: web.Request, name: str) -> float | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadRequest(f"query parameter '{name}' must be a number of seconds (>= 0)")
+    return seconds
+
+
 def _public_base(request: web.Request) -> str:
     return f"{request.url.origin()}{WEBHOOK_PREFIX}"
 
@@ -142,22 +156,21 @@ def management_routes() -> web.RouteTableDef:
     @routes.post("/orchestrators/{functionName}/{instanceId}")
     async def start(request: web.Request) -> web.Response:
         engine = engine_of(request)
+        timeout = _seconds_query(request, "timeout")  # validated before anything starts
+        _seconds_query(request, "pollingInterval")
         row = commands.start(engine, request.match_info["functionName"],
                              request.match_info.get("instanceId"), await request.read())
-        timeout = request.query.get("timeout")
         if timeout is None:
             return check_status_response(request, row["instance_id"])
-        try:
-            deadline = asyncio.get_running_loop().time() + float(timeout)
-        except ValueError:
-            raise BadRequest("timeout must be a number of seconds") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             document = commands.status(engine, row["instance_id"])
             if document and document["runtimeStatus"] in p.TERMINAL_STATUSES:
                 if document["runtimeStatus"] == "Completed":
                     return web.json_response(document["output"])
                 return web.json_response(document)
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return check_status_response(request, row["instance_id"])
             try:
@@ -170,15 +183,20 @@ def management_routes() -> web.RouteTableDef:
     async def list_instances(request: web.Request) -> web.Response:
         q = request.query
         top = _int_query(request, "top")
-        offset = int(request.headers.get("x-ms-continuation-token") or 0) \
-            if (request.headers.get("x-ms-continuation-token") or "0").isdigit() else 0
+        if top is not None and top < 1:
+            raise BadRequest("query parameter 'top' must be at least 1")
+        token = request.headers.get("x-ms-continuation-token") or "0"
+        if not token.isdigit():
+            raise BadRequest("x-ms-continuation-token is not one devhost handed out")
+        offset = int(token)
         docs = commands.list_statuses(
             engine_of(request), created_from=q.get("createdTimeFrom"),
             created_to=q.get("createdTimeTo"), statuses=q.get("runtimeStatus"),
             prefix=q.get("instanceIdPrefix"), show_input=_flag(request, "showInput", True),
-            top=top, offset=offset)
+            top=None if top is None else top + 1, offset=offset)
         headers = {}
-        if top is not None and len(docs) == top:
+        if top is not None and len(docs) > top:  # a token only when another page exists
+            docs = docs[:top]
             headers["x-ms-continuation-token"] = str(offset + top)
         return web.json_response(docs, headers=headers)
 

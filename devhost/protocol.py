@@ -11,6 +11,7 @@ import json
 from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any, Iterable
+from urllib.parse import quote
 
 
 class EventType(IntEnum):
@@ -272,13 +273,14 @@ def management_urls(base: str, instance_id: str, hub: str, connection: str = "St
     """The check-status payload URLs for one instance (``base`` ends before ``/instances``).
     The extension's own webhook answers leave out ``rewindPostUri``; the SDK's binding has it."""
     common = f"taskHub={hub}&connection={connection}" + (f"&code={code}" if code else "")
+    path_id = quote(instance_id, safe="")  # the extension escapes it too (Uri.EscapeDataString)
     urls = {"id": instance_id,
-            "statusQueryGetUri": f"{base}/instances/{instance_id}?{common}"}
+            "statusQueryGetUri": f"{base}/instances/{path_id}?{common}"}
     for key, suffix in MANAGEMENT_ACTIONS.items():
         if key == "rewindPostUri" and not rewind:
             continue
         joiner = "&" if "?" in suffix else "?"
-        urls[key] = f"{base}/instances/{instance_id}{suffix}{joiner}{common}"
+        urls[key] = f"{base}/instances/{path_id}{suffix}{joiner}{common}"
     return urls
 
 

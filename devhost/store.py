@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from .errors import DatabaseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: list[str] = [
     # version 1
@@ -42,7 +42,6 @@ MIGRATIONS: list[str] = [
         instance_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
         event TEXT NOT NULL,
-        replayed INTEGER NOT NULL,  -- 1 if the SDK acts on it, 0 if only people read it
         PRIMARY KEY (instance_id, seq)
     ) WITHOUT ROWID;
     CREATE TABLE inbox (
@@ -84,6 +83,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX entity_ops_entity ON entity_ops(entity_id, id);
     """,
+    # version 2: mark the events replays need (1) apart from those only people read (0);
+    # events stored before this are all replayed, which is safe, only slower
+    """
+    ALTER TABLE history ADD COLUMN replayed INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "input_raw",
@@ -96,8 +100,12 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the folder for the task hub database "
+                                f"{self.path}: {exc.strerror or exc}") from exc
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
@@ -126,7 +134,7 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
+                    if statement.strip() and not self._already_applied(statement):
                         self.db.execute(statement)
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                                 (str(version),))
@@ -134,6 +142,14 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def _already_applied(self, statement: str) -> bool:
+        """An ADD COLUMN whose column exists (a hub made by a pre-release of this schema)."""
+        words = statement.split()
+        if words[:2] != ["ALTER", "TABLE"] or "ADD" not in words:
+            return False
+        table, column = words[2], words[words.index("COLUMN") + 1]
+        return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
 
     def close(self) -> None:
         self.db.close()

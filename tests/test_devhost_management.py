@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.parse
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -208,6 +209,49 @@ def test_start_with_array_or_number_body_is_faithful(host, body):
     assert doc["runtimeStatus"] == "Failed", doc
 
 
+@pytest.mark.parametrize("timeout", ["abc", "nan", "inf"])
+def test_start_with_a_bad_timeout_is_refused_before_starting(host, timeout):
+    """The start endpoint validates first: a refused request leaves no instance behind, and a
+    timeout that is not a finite number of seconds must not make the request hang."""
+    instance_id = uid("tmo")
+    try:
+        r = host.request("POST", f"{W}/orchestrators/long_wait/{instance_id}?timeout={timeout}",
+                         timeout=3)
+    except (TimeoutError, urllib.error.URLError):
+        pytest.fail(f"?timeout={timeout} made the start request hang")
+    finally:
+        leftover = status(host, instance_id)
+        if leftover.status != 404:
+            host.request("POST", f"{W}/instances/{instance_id}/terminate")
+    assert_error(r, 400, "timeout")
+    assert leftover.status == 404, "the refused start created the instance anyway"
+
+
+@pytest.mark.parametrize("instance_id", ["order 1", "100%41", "k\u00fcche-\u00fc", "a+b", "a&b=c"])
+def test_management_urls_encode_the_instance_id(host, instance_id):
+    """The extension escapes the instance id in the URLs it hands out (Uri.EscapeDataString):
+    the Location / statusQueryGetUri of an id with a space, a '%' or non-ASCII letters must be a
+    valid URL that leads back to that very instance."""
+    r = host.request("POST", f"{W}/orchestrators/chain/{urllib.parse.quote(instance_id, safe='')}")
+    assert r.status == 202, r
+    payload = r.json()
+    assert payload["id"] == instance_id
+    location = r.headers["location"]
+    assert location.isascii() and " " not in location, location
+    assert location == payload["statusQueryGetUri"]
+    deadline = time.time() + 10
+    while True:
+        followed = host.request("GET", location)
+        assert followed.status in (200, 202), (location, followed)
+        assert followed.json()["instanceId"] == instance_id
+        if followed.status == 200:
+            break
+        assert time.time() < deadline
+        time.sleep(0.02)
+    terminate = payload["terminatePostUri"].replace("{text}", "x")
+    assert_error(host.request("POST", terminate), 410)  # the action URLs reach it too
+
+
 # -- listing -----------------------------------------------------------------------------------
 
 def test_list_instances_with_filters_and_paging(host):
@@ -265,6 +309,15 @@ def test_list_rejects_bad_filters(host):
     assert_error(host.request("GET", f"{W}/instances?createdTimeFrom=yesterday"), 400)
     assert_error(host.request("GET", f"{W}/instances?top=-1"), 400, "top")
     assert_error(host.request("DELETE", f"{W}/instances?runtimeStatus=Done"), 400)
+
+
+def test_list_with_top_zero_does_not_page_forever(host):
+    r = host.request("GET", f"{W}/instances?top=0")
+    if r.status == 200:
+        token = r.headers.get("x-ms-continuation-token")
+        assert token is None or token != "0", "top=0 hands out a token for the same empty page"
+    else:
+        assert_error(r, 400, "top")
 
 
 def test_show_input_false_keeps_a_null_input(host):
@@ -331,8 +384,7 @@ def test_terminate(host):
 
 def test_terminate_while_an_activity_runs(host):
     instance_id = started(host, "slow_steps", body=json.dumps(uid("term")))
-    wait_for_status(host, instance_id, ("Running",))
-    time.sleep(0.1)  # the first slow_step is running now
+    wait_for_status(host, instance_id, ("Running",))  # the first slow_step is queued/running
     assert host.request("POST", f"{W}/instances/{instance_id}/terminate?reason=stop") \
         .status == 202
     time.sleep(0.6)  # the activity finishes meanwhile; its result must be dropped
@@ -374,10 +426,10 @@ def test_resume_when_running_is_refused(host):
 
 
 def test_suspended_timer_fires_after_resume(host):
-    instance_id = started(host, "approval", body="0.3")
+    instance_id = started(host, "approval", body="0.8")
     wait_for_status(host, instance_id, ("Running",))
     assert host.request("POST", f"{W}/instances/{instance_id}/suspend").status == 202
-    time.sleep(0.6)  # the timer is due while suspended
+    time.sleep(1.0)  # the timer is due while suspended
     assert status(host, instance_id).json()["runtimeStatus"] == "Suspended"
     assert host.request("POST", f"{W}/instances/{instance_id}/resume").status == 202
     assert finished(host, instance_id)["output"] == "timed out"
@@ -552,6 +604,26 @@ def test_entity_errors(host):
     assert_error(host.request("POST", f"{W}/entities/counter/k"), 400, "op")
     assert_error(host.request("POST", f"{W}/entities/counter/k?op=add", "{bad", JSON), 400)
     assert host.request("GET", f"{W}/entities/counter/{uid('ghost')}").status == 404
+
+
+# -- host.json functionTimeout ----------------------------------------------------------------
+
+def test_function_timeout_applies_to_activities(devhost_factory):
+    host = devhost_factory("timeouts").start()
+    r = host.request("POST", f"{W}/orchestrators/naps/naps-1")
+    assert r.status == 202
+    doc = finished(host, "naps-1")
+    assert doc["runtimeStatus"] == "Completed", doc["output"]
+    fast_sync, slow_sync, fast_async, slow_async = doc["output"]
+    assert fast_sync == "slept 0.05" and fast_async == "slept 0.05"
+    assert slow_sync.startswith("Activity function 'sleepy' failed: TimeoutError")
+    assert slow_async.startswith("Activity function 'sleepy_async' failed: TimeoutError")
+    failed = [e for e in doc["historyEvents"] if e["EventType"] == "TaskFailed"]
+    assert len(failed) == 2
+    for e in failed:  # gave up after about 0.5 s, not after the 2 s the activity wanted
+        took = (datetime.fromisoformat(e["Timestamp"][:26]) -
+                datetime.fromisoformat(e["ScheduledTime"][:26])).total_seconds()
+        assert 0.4 <= took < 1.8, took
 
 
 # -- keys --------------------------------------------------------------------------------------
