@@ -36,6 +36,7 @@ log = logging.getLogger("devhost.engine")
 ET, AT = p.EventType, p.ActionType
 INLINE_EVENTS_LIMIT = 400     # replays/batches up to this size run on the loop, bigger in threads
 SLOW_HANDLE_SECONDS = 0.25
+PACING_THRESHOLD_SECONDS, MAX_PACING_SECONDS = 0.005, 0.1
 
 
 def fresh_engine_state() -> dict:
@@ -68,6 +69,7 @@ class Engine:
         self._busy: dict[str, set] = {"instance": set(), "entity": set()}
         self._dirty: dict[str, set] = {"instance": set(), "entity": set()}
         self._running_activities: set[int] = set()
+        self._pauses: dict[str, float] = {}
         self._wakeups: dict[str, tuple[float, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._status_waiters: dict[str, list[asyncio.Future]] = {}
@@ -159,7 +161,22 @@ class Engine:
             self._dirty[kind].discard(key)
 
     async def _instance_worker(self, instance_id: str) -> None:
-        await self._drain("instance", instance_id, self._episode)
+        await self._drain("instance", instance_id, self._paced_episode)
+
+    async def _paced_episode(self, instance_id: str) -> bool:
+        """An episode replays the whole history, so with many activities still out (fan-in)
+        running one per completion is quadratic. After an expensive episode, wait as long as
+        it took before the next one, letting completions pile up into one batch: replay work
+        stays at most about half the time. Cheap episodes and chains never wait."""
+        pause = self._pauses.pop(instance_id, 0.0)
+        if pause:
+            await asyncio.sleep(pause)
+        started = time.perf_counter()
+        more = await self._episode(instance_id)
+        cost = time.perf_counter() - started
+        if cost > PACING_THRESHOLD_SECONDS and self.store.activity_count(instance_id):
+            self._pauses[instance_id] = min(cost, MAX_PACING_SECONDS)
+        return more
 
     async def _entity_worker(self, scheduler_id: str) -> None:
         await self._drain("entity", scheduler_id, self._entity_batch)

@@ -298,6 +298,10 @@ class Store:
     def delete_activity(self, activity_id: int) -> int:
         return self.db.execute("DELETE FROM activities WHERE id=?", (activity_id,)).rowcount
 
+    def activity_count(self, instance_id: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM activities WHERE instance_id=?",
+                               (instance_id,)).fetchone()[0]
+
     def delete_activities_of(self, instance_id: str) -> None:
         self.db.execute("DELETE FROM activities WHERE instance_id=?", (instance_id,))
 

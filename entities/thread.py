@@ -23,7 +23,7 @@ from core import conversation
 from core.agents import load_catalogue
 
 bp = df.Blueprint()
-DEFAULT_MAX_STATE_BYTES = 256 * 1024
+DEFAULT_MAX_STATE_BYTES = 64 * 1024
 
 
 def acquire(state: dict | None, request: dict) -> tuple[dict | None, dict]:
