@@ -36,6 +36,7 @@ ROLES = ("system", "user", "assistant")
 sleep: Callable[[float], None] = time.sleep
 
 bp = df.Blueprint()
+providers.announce_startup()
 
 
 def _env_number(name: str, raw: str | None, default: float, minimum: float) -> float:

@@ -98,6 +98,19 @@ def describe_provider(agent: dict | None = None) -> dict:
     return {"provider": provider, "model": resolve_model(provider, agent)}
 
 
+def announce_startup() -> None:
+    """Say at start which provider and model will answer (no network, no model loading)."""
+    try:
+        chosen = describe_provider()
+    except LLMError as exc:
+        _announce(("startup",), f"LLM provider misconfigured: {exc}")
+        return
+    note = (" - a tiny offline base model for trying the service out, not for answer quality;"
+            " set AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL/OPENAI_API_KEY for real replies"
+            if chosen["provider"] == "local" else "")
+    _announce(("startup",), f"LLM provider: {chosen['provider']}, model {chosen['model']}{note}")
+
+
 def _announce(key: tuple, message: str) -> None:
     """Say once per process (per provider/model) what serves the replies."""
     with _announce_lock:
