@@ -50,7 +50,10 @@ def _instance(engine: Engine, instance_id: str) -> dict:
     return row
 
 
-def start(engine: Engine, name: str, instance_id: str | None, body: bytes) -> dict:
+def start(engine: Engine, name: str, instance_id: str | None, body: bytes,
+          version: str | None = None) -> dict:
+    """Start an orchestration (replacing a finished one with the same id); the version is the
+    SDK's `start_new(version=...)` or host.json's `defaultVersion`."""
     registered = engine.index.orchestrator(name)
     if registered is None:
         raise BadRequest(p.unknown_function_message(
@@ -62,7 +65,8 @@ def start(engine: Engine, name: str, instance_id: str | None, body: bytes) -> di
         if existing and existing["status"] not in p.TERMINAL_STATUSES:
             raise Conflict(f"an orchestration with instance id '{instance_id}' already exists "
                            f"and is {existing['status']}")
-        row = create_instance(engine.store, instance_id, registered[0], input_text, input_raw)
+        row = create_instance(engine.store, instance_id, registered[0], input_text, input_raw,
+                              version=version or engine.cfg.default_version)
     engine.wake_instance(instance_id)
     return row
 
@@ -213,7 +217,8 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
             else:
                 create_instance(engine.store, source["InstanceId"], source["Name"],
                                 source.get("Input"), json.dumps(source.get("Input")),
-                                parent=(instance_id, row["execution_id"], task_id))
+                                parent=(instance_id, row["execution_id"], task_id),
+                                version=source.get("Version") or None)
                 woken.append(source["InstanceId"])
         if not rewound_ids:  # a failure in orchestrator code: just replay it
             engine.store.add_inbox(instance_id, row["execution_id"], json.dumps(
@@ -236,7 +241,7 @@ def restart(engine: Engine, instance_id: str, new_instance_id: bool) -> dict:
             raise Conflict(f"instance '{instance_id}' is {row['status']}; restart it with a new "
                            "instance id or terminate it first")
         created = create_instance(engine.store, target, row["name"], row["input"],
-                                  row["input_raw"])
+                                  row["input_raw"], version=row["version"])
     engine.wake_instance(target)
     return created
 

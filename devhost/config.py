@@ -54,6 +54,7 @@ class HostConfig:
     max_entity_batch: int = 50
     max_orchestration_actions: int = 100_000
     function_timeout: float | None = None
+    default_version: str | None = None
     raw: dict = field(default_factory=dict)
 
 
@@ -81,6 +82,7 @@ def load_host_config(app_dir: Path, env: dict[str, str] | None = None) -> HostCo
     cfg = HostConfig(raw=raw)
     if "routePrefix" in http:
         cfg.route_prefix = str(http["routePrefix"] or "").strip("/")
+    cfg.default_version = _resolve(durable.get("defaultVersion"), env) or None
     hub = _resolve(durable.get("hubName"), env)
     if hub:
         cfg.hub_name = hub

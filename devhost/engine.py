@@ -335,12 +335,14 @@ class Engine:
                 return p.unknown_function_message(action.get("functionName"), "orchestrator",
                                                   [n for n, _ in self.index.orchestrators.values()])
             child_id = action.get("instanceId") or f"{inst['execution_id']}:{task_id}"
-            self._schedule_child(fx, ts, task_id, registered[0], child_id, action.get("input"))
+            version = action.get("version") or self.cfg.default_version
+            self._schedule_child(fx, ts, task_id, registered[0], child_id, action.get("input"),
+                                 version)
             if kind == AT.CallSubOrchestratorWithRetry:
                 state["retries"][str(task_id)] = {
                     "kind": "orchestrator", "name": registered[0], "input": action.get("input"),
                     "attempt": 1, "options": action.get("retryOptions") or {},
-                    "instance_id": action.get("instanceId")}
+                    "instance_id": action.get("instanceId"), "version": version}
         elif kind == AT.CreateTimer:
             fire_at = p.parse_time(action["fireAt"])
             fx.history.append(p.event(ET.TimerCreated, ts, task_id,
@@ -378,11 +380,11 @@ class Engine:
 
     @staticmethod
     def _schedule_child(fx: Effects, ts: str, task_id: int, name: str, child_id: str,
-                        input_text: str | None) -> None:
+                        input_text: str | None, version: str | None) -> None:
         fx.history.append(p.event(ET.SubOrchestrationInstanceCreated, ts, task_id, Name=name,
-                                  Version="", InstanceId=child_id, Input=input_text))
+                                  Version=version or "", InstanceId=child_id, Input=input_text))
         fx.children.append({"instance_id": child_id, "name": name, "input": input_text,
-                            "task_id": task_id})
+                            "task_id": task_id, "version": version})
 
     def _schedule_retry(self, inst: dict, state: dict, retry_event: dict, started: datetime,
                         fx: Effects) -> None:
@@ -400,7 +402,8 @@ class Engine:
                 fx.activities.append((new_id, record["name"], record["input"]))
             else:
                 child_id = record.get("instance_id") or f"{inst['execution_id']}:{new_id}"
-                self._schedule_child(fx, ts, new_id, record["name"], child_id, record["input"])
+                self._schedule_child(fx, ts, new_id, record["name"], child_id, record["input"],
+                                     record.get("version"))
             state["retries"][str(new_id)] = record
             return
         record = state["retries"].pop(str(retry_event["TaskScheduledId"]))
@@ -522,7 +525,8 @@ class Engine:
             return parent["instance_id"]
         create_instance(self.store, child["instance_id"], child["name"], child["input"],
                         json.dumps(child["input"]),
-                        parent=(parent["instance_id"], parent["execution_id"], child["task_id"]))
+                        parent=(parent["instance_id"], parent["execution_id"], child["task_id"]),
+                        version=child["version"])
         return child["instance_id"]
 
     def notify_parent(self, inst: dict, outcome: str, output_json: str | None,
@@ -550,7 +554,7 @@ class Engine:
         store.delete_activities_of(inst["instance_id"])
         started = p.execution_started(p.history_time(p.utcnow()), inst["name"], input_text,
                                       inst["instance_id"], execution_id,
-                                      _parent_ref(inst["parent_instance_id"]))
+                                      _parent_ref(inst["parent_instance_id"]), inst["version"])
         store.add_inbox(inst["instance_id"], execution_id, json.dumps(started), time.time())
         store.update_instance(inst["instance_id"], execution_id=execution_id, input=input_text,
                               input_raw=json.dumps(input_text), output=None)
@@ -679,14 +683,15 @@ def invocation_context(function_name: str):
 
 
 def create_instance(store: Store, instance_id: str, name: str, input_text: str | None,
-                    input_raw: str | None, parent: tuple[str, str, int] | None = None) -> dict:
+                    input_raw: str | None, parent: tuple[str, str, int] | None = None,
+                    version: str | None = None) -> dict:
     """Write a new (or replacing) instance row plus its ExecutionStarted; caller holds the txn."""
     now = time.time()
     execution_id = uuid.uuid4().hex
     row = {"instance_id": instance_id, "name": name, "execution_id": execution_id,
            "status": "Pending", "input": input_text, "input_raw": input_raw,
            "engine_state": json.dumps(fresh_engine_state()), "created_at": now,
-           "updated_at": now}
+           "updated_at": now, "version": version}
     if parent:
         row.update(parent_instance_id=parent[0], parent_execution_id=parent[1],
                    parent_task_id=parent[2])
@@ -694,6 +699,6 @@ def create_instance(store: Store, instance_id: str, name: str, input_text: str |
     store.put_instance(row)
     started = p.execution_started(p.history_time(datetime.fromtimestamp(now, timezone.utc)),
                                   name, input_text, instance_id, execution_id,
-                                  _parent_ref(parent[0] if parent else None))
+                                  _parent_ref(parent[0] if parent else None), version)
     store.add_inbox(instance_id, execution_id, json.dumps(started), now)
     return row

@@ -146,7 +146,9 @@ def status_response(document: dict | None, request: web.Request) -> web.Response
     return web.json_response(document, status=200)
 
 
-def management_routes() -> web.RouteTableDef:
+def management_routes(rpc: bool) -> web.RouteTableDef:
+    """The same handlers serve the public webhooks and the SDK's rpc base; only the rpc start
+    honours `?version=` (the extension's public start ignores it)."""
     routes = web.RouteTableDef()
 
     def engine_of(request: web.Request) -> Engine:
@@ -159,7 +161,8 @@ def management_routes() -> web.RouteTableDef:
         timeout = _seconds_query(request, "timeout")  # validated before anything starts
         _seconds_query(request, "pollingInterval")
         row = commands.start(engine, request.match_info["functionName"],
-                             request.match_info.get("instanceId"), await request.read())
+                             request.match_info.get("instanceId"), await request.read(),
+                             request.query.get("version") if rpc else None)
         if timeout is None:
             return check_status_response(request, row["instance_id"])
         loop = asyncio.get_running_loop()
@@ -309,7 +312,7 @@ def management_app(host: HostState, require_key: bool) -> web.Application:
     sub = web.Application(middlewares=[errors_middleware, system_key],
                           client_max_size=MAX_REQUEST_BYTES)
     sub[HOST] = host
-    sub.add_routes(management_routes())
+    sub.add_routes(management_routes(rpc=not require_key))
     return sub
 
 

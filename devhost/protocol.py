@@ -114,8 +114,9 @@ def event(kind: EventType, timestamp: str, event_id: int = -1, **fields: Any) ->
 
 
 def execution_started(timestamp: str, name: str, input_text: str | None, instance_id: str,
-                      execution_id: str, parent: dict | None) -> dict:
-    return event(EventType.ExecutionStarted, timestamp, Name=name, Version="", Input=input_text,
+                      execution_id: str, parent: dict | None, version: str | None = None) -> dict:
+    return event(EventType.ExecutionStarted, timestamp, Name=name, Version=version or "",
+                 Input=input_text,
                  OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": execution_id},
                  ParentInstance=parent)
 

@@ -83,16 +83,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX entity_ops_entity ON entity_ops(entity_id, id);
     """,
-    # version 2: mark the events replays need (1) apart from those only people read (0);
-    # events stored before this are all replayed, which is safe, only slower
+    # version 2: mark the events replays need (1) apart from those only people read (0)
+    # (events stored before this are all replayed: safe, only slower); orchestration versions
     """
     ALTER TABLE history ADD COLUMN replayed INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE instances ADD COLUMN version TEXT;
     """,
 ]
 
 INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "input_raw",
                     "output", "custom_status", "parent_instance_id", "parent_execution_id",
-                    "parent_task_id", "engine_state", "created_at", "updated_at")
+                    "parent_task_id", "engine_state", "created_at", "updated_at", "version")
 
 
 class Store:
