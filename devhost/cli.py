@@ -17,6 +17,7 @@ from .errors import DevhostError, ListenError
 from .http import HostState, build_app
 from .loader import apply_local_settings, import_app, index_app
 from .store import Store
+from .timer_triggers import TimerTriggers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +45,8 @@ def describe_functions(host: HostState, base_url: str) -> str:
                         ("entityTrigger", [n for n, _ in index.entities.values()])):
         for name in sorted(names, key=str.lower):
             lines.append(f"        {name}: {kind}")
+    for timer in index.timers:
+        lines.append(f"        {timer.name}: timerTrigger ({timer.schedule})")
     for name, kind in index.unsupported:
         lines.append(f"        {name}: {kind} (not run by devhost)")
     return "\n".join(lines)
@@ -60,6 +63,7 @@ async def serve(args: argparse.Namespace) -> None:
     function_keys = [k.strip() for k in os.environ.get("DEVHOST_FUNCTION_KEYS", "").split(",")]
     host = HostState(engine, config.hub_name, config.route_prefix, args.port, args.host,
                      os.environ.get("DEVHOST_MASTER_KEY"), function_keys)
+    timers = TimerTriggers(engine)  # schedules are checked before anything is served
     runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
@@ -69,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise ListenError(f"cannot listen on {args.host}:{args.port}: "
                           f"{exc.strerror or exc}") from exc
     await engine.start()
+    timers.start()
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     base_url = f"http://{shown_host}:{args.port}"
     print(describe_functions(host, base_url), flush=True)
@@ -84,6 +89,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     print("devhost: stopping (in-flight work finishes or resumes at the next start)", flush=True)
+    await timers.stop()
     await engine.stop()
     await runner.cleanup()
     store.close()

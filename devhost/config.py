@@ -35,8 +35,8 @@ def load_local_settings(app_dir: Path) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in values.items()}
 
 
-def _resolve(value, env: dict[str, str]):
-    """Expand %SETTING% references like the host does for hubName and friends."""
+def resolve_setting(value, env: dict[str, str]):
+    """Expand %SETTING% references like the host does for hubName, schedules and friends."""
     if isinstance(value, str):
         return _SETTING_REF.sub(lambda m: env.get(m.group(1), ""), value)
     return value
@@ -82,8 +82,8 @@ def load_host_config(app_dir: Path, env: dict[str, str] | None = None) -> HostCo
     cfg = HostConfig(raw=raw)
     if "routePrefix" in http:
         cfg.route_prefix = str(http["routePrefix"] or "").strip("/")
-    cfg.default_version = _resolve(durable.get("defaultVersion"), env) or None
-    hub = _resolve(durable.get("hubName"), env)
+    cfg.default_version = resolve_setting(durable.get("defaultVersion"), env) or None
+    hub = resolve_setting(durable.get("hubName"), env)
     if hub:
         cfg.hub_name = hub
     try:

@@ -50,11 +50,26 @@ class ActivityFunction:
 
 
 @dataclass
+class TimerFunction:
+    name: str
+    schedule: str                      # NCRONTAB or TimeSpan, %SETTING% not yet expanded
+    run_on_startup: bool
+    fn: Callable
+    timer_param: str
+    wants_context: bool
+    is_async: bool
+    client_param: str | None = None
+    client_hub: str | None = None
+    client_connection: str | None = None
+
+
+@dataclass
 class AppIndex:
     http: list[HttpFunction] = field(default_factory=list)
     orchestrators: dict[str, tuple[str, Callable]] = field(default_factory=dict)
     activities: dict[str, ActivityFunction] = field(default_factory=dict)
     entities: dict[str, tuple[str, Callable]] = field(default_factory=dict)
+    timers: list[TimerFunction] = field(default_factory=list)
     unsupported: list[tuple[str, str]] = field(default_factory=list)
 
     # Durable registry lookups are case-insensitive, as in the extension.
@@ -150,6 +165,12 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
         elif kind == "entityTrigger":
             registered = getattr(trigger, "entity_name", None) or name
             index.entities[registered.lower()] = (registered, fn)
+        elif kind == "timerTrigger":
+            index.timers.append(TimerFunction(
+                name, trigger.schedule, bool(getattr(trigger, "run_on_startup", False)), fn,
+                trigger.name, wants_context, is_async, client.name if client else None,
+                getattr(client, "task_hub", None) if client else None,
+                getattr(client, "connection_name", None) if client else None))
         else:
             index.unsupported.append((name, kind))
     return index
