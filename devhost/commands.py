@@ -35,7 +35,7 @@ def decode_start_input(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     try:
         value = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
     if isinstance(value, str):
         return value, json.dumps(value)

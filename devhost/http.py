@@ -237,7 +237,7 @@ def management_routes(rpc: bool) -> web.RouteTableDef:
         if body.strip():
             try:
                 data_text = json.dumps(json.loads(body))
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise BadRequest("Invalid JSON content") from None
         commands.raise_event(engine_of(request), request.match_info["instanceId"],
                              request.match_info["eventName"], data_text)
@@ -289,7 +289,7 @@ def management_routes(rpc: bool) -> web.RouteTableDef:
             elif request.content_type.lower().endswith("json"):
                 try:
                     json.loads(body)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise BadRequest("Invalid JSON content") from None
                 input_text = body
             else:
