@@ -8,6 +8,7 @@ An `Idempotency-Key` header makes a repeated POST return the first one's turn.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
@@ -157,10 +158,13 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
         await start_turn(client, instance_id, {
             "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
             "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, key is not None)
-        await ensure_thread_reaper(client)
     except Problem as problem:
         return problem_response(problem)
 
+    try:
+        await ensure_thread_reaper(client)
+    except Exception:  # the clean-up must never cost a user their turn; retried next request
+        logging.getLogger(__name__).exception("could not start the thread clean-up")
     if not turn.wait:
         return accepted_response(client, req, instance_id, headers)
     status = await wait_for_instance(client, instance_id, turn_wait_seconds())
