@@ -137,6 +137,18 @@ def devhost_factory(tmp_path):
         host.kill()
 
 
+@pytest.fixture(scope="module")
+def module_patterns_host(tmp_path_factory):
+    """The patterns app on one task hub shared by a whole test module (faster than per test)."""
+    root = tmp_path_factory.mktemp("patterns")
+    flaky = root / "flaky"
+    flaky.mkdir()
+    process = DevhostProcess(APPS / "patterns", root / "hub.sqlite", env={"FLAKY_DIR": str(flaky)})
+    process.start()
+    yield process
+    process.kill()
+
+
 @pytest.fixture
 def patterns_host(devhost_factory, tmp_path):
     """The patterns app on a fresh task hub."""

@@ -29,14 +29,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    root = tmp_path_factory.mktemp("management")
-    flaky = root / "flaky"
-    flaky.mkdir()
-    process = DevhostProcess(APPS / "patterns", root / "hub.sqlite", env={"FLAKY_DIR": str(flaky)})
-    process.start()
-    yield process
-    process.kill()
+def host(module_patterns_host):
+    return module_patterns_host
 
 
 def uid(prefix: str = "m") -> str:

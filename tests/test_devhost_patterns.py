@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from conftest import APPS, DevhostProcess, wait_for_status
+from conftest import wait_for_status
 
 WEBHOOKS = "/runtime/webhooks/durabletask"
 JSON = {"Content-Type": "application/json"}
@@ -28,14 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    root = tmp_path_factory.mktemp("patterns")
-    flaky = root / "flaky"
-    flaky.mkdir()
-    process = DevhostProcess(APPS / "patterns", root / "hub.sqlite", env={"FLAKY_DIR": str(flaky)})
-    process.start()
-    yield process
-    process.kill()
+def host(module_patterns_host):
+    return module_patterns_host
 
 
 # -- helpers ---------------------------------------------------------------------------------
