@@ -73,6 +73,15 @@ def build_prompt(messages: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def clean_reply(text: str, messages: list[dict]) -> str:
+    """Base models like to open by repeating the question: drop that echo. Pure function."""
+    last_user = next((str(m.get("content") or "").strip() for m in reversed(messages)
+                      if m.get("role") == "user"), "")
+    if last_user and text.lower().startswith(last_user.lower()) and len(text) > len(last_user):
+        return text[len(last_user):].strip()
+    return text
+
+
 def model_path() -> str:
     """Path of the GGUF file: ``LOCAL_MODEL_PATH`` or the packaged model (assembled once)."""
     override = os.environ.get("LOCAL_MODEL_PATH")
@@ -203,6 +212,7 @@ def complete(agent: dict, messages: list[dict]) -> dict:
             raise
         except Exception as exc:  # llama.cpp runtime failure: worth another try
             raise LLMTransientError("server_error", f"local model failed: {one_line(exc, 200)}") from exc
+    text = clean_reply(text, messages)
     if not text:
         text, finish_reason = EMPTY_REPLY, "empty"
     return {

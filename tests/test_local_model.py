@@ -119,3 +119,13 @@ def test_local_prompt_too_long_is_context_length(monkeypatch):
     result = call_llm_impl(request)
     assert result["ok"] is False
     assert result["error"]["kind"] == "context_length" and result["error"]["status"] == 502
+
+
+def test_the_echo_of_the_question_is_dropped():
+    from activities.local_model import clean_reply
+
+    asked = [{"role": "user", "content": "Which one is best?"}]
+    assert clean_reply("Which one is best?\nPython, for its syntax.", asked) == \
+        "Python, for its syntax."
+    assert clean_reply("Python is best.", asked) == "Python is best."
+    assert clean_reply("Which one is best?", asked) == "Which one is best?"  # nothing else said
