@@ -55,6 +55,7 @@ class Effects:
     entity_ops: list[dict] = field(default_factory=list)
     children: list[dict] = field(default_factory=list)
     failure: str | None = None
+    flat: list[dict] = field(default_factory=list)  # the SDK's actions, flattened
 
 
 class Engine:
@@ -221,10 +222,9 @@ class Engine:
             return False
 
         state = json.loads(inst["engine_state"])
-        batch, retry_event = self._select_batch(due, state)
+        batch, events, retry_event = self._select_batch(due, state)
         started = p.utcnow()
-        ts = p.history_time(started)
-        new_events = [p.event(ET.OrchestratorStarted, ts)] + [json.loads(r["event"]) for r in batch]
+        new_events = [p.event(ET.OrchestratorStarted, p.history_time(started))] + events
         history_texts = store.replay_texts(instance_id)
 
         registered = self.index.orchestrator(inst["name"])
@@ -260,16 +260,19 @@ class Engine:
                         elapsed * 1000)
         return outcome
 
-    def _select_batch(self, due: list[dict], state: dict) -> tuple[list[dict], dict | None]:
+    def _select_batch(self, due: list[dict], state: dict
+                      ) -> tuple[list[dict], list[dict], dict | None]:
         """Ordinary events in arrival order, ending at the first retry-relevant one (§3.4):
-        that keeps our id allocation in step with the SDK's."""
-        batch = []
+        that keeps our id allocation in step with the SDK's. Returns (rows, their events,
+        the retry-relevant event or None)."""
+        batch, events = [], []
         for row in due:
             event = json.loads(row["event"])
             batch.append(row)
+            events.append(event)
             if self._is_retry_relevant(event, state):
-                return batch, event
-        return batch, None
+                return batch, events, event
+        return batch, events, None
 
     @staticmethod
     def _is_retry_relevant(event: dict, state: dict) -> bool:
@@ -284,10 +287,10 @@ class Engine:
     def _decide(self, inst: dict, state: dict, result: dict, retry_event: dict | None,
                 started: datetime) -> Effects:
         """Turn the SDK's cumulative actions into new history and work (§3.4, §3.5)."""
-        fx = Effects()
+        fx = Effects(flat=p.flatten_actions(result.get("actions") or []))
         if result.get("error") is not None:
             return fx
-        flat = p.flatten_actions(result.get("actions") or [])
+        flat = fx.flat
         if len(flat) > self.cfg.max_orchestration_actions:
             fx.failure = (f"Maximum amount of orchestration actions "
                           f"({self.cfg.max_orchestration_actions}) has been reached.")
@@ -430,8 +433,8 @@ class Engine:
         instance_id, execution_id = inst["instance_id"], inst["execution_id"]
         ts = p.history_time(started)
         error = result.get("error") if fx.failure is None else fx.failure
-        flat = p.flatten_actions(result.get("actions") or [])
-        continue_as_new = next((a for a in flat if a.get("actionType") == AT.ContinueAsNew), None)
+        continue_as_new = next((a for a in fx.flat if a.get("actionType") == AT.ContinueAsNew),
+                               None)
         custom = result.get("customStatus")
         fields: dict[str, Any] = {
             "custom_status": None if custom is None else json.dumps(custom),
