@@ -595,8 +595,7 @@ class Engine:
             return p.task_completed(p.history_time(p.utcnow()), task_id, result_text)
         except Exception as exc:  # user code: any failure becomes TaskFailed
             return p.task_failed(p.history_time(p.utcnow()), task_id,
-                                 p.activity_failure_reason(name, exc),
-                                 "".join(traceback.format_exception(exc)))
+                                 p.activity_failure_reason(name, exc), user_traceback(exc))
 
     async def _call_user_activity(self, name: str, input_text: str | None) -> str:
         activity = self.index.activity(name)
@@ -663,6 +662,18 @@ class Engine:
         for caller in dict.fromkeys(callers):
             self.wake_instance(caller)
         return len(ops) == self.cfg.max_entity_batch
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The failure's traceback without devhost's and asyncio's own frames (the details Azure
+    records show the user's code, not the host's)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not any(part in f.filename for part in _HOST_FRAMES)]
+    return ("Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+            + "".join(traceback.format_exception_only(exc)))
+
+
+_HOST_FRAMES = (f"{__package__}/", "/asyncio/", "/concurrent/futures/")
 
 
 def _call_handle(handle, document: str) -> tuple[str | None, BaseException | None]:

@@ -388,11 +388,10 @@ async def invoke_http_function(request: web.Request, host: HostState, function: 
         else:
             result = await asyncio.get_running_loop().run_in_executor(
                 host.http_pool, lambda: function.fn(**kwargs))
-    except Exception as exc:  # the user's code failed: Azure answers 500
+    except Exception as exc:  # the user's code failed: Azure answers 500 with an empty body
         log.error("function '%s' failed (invocation %s):\n%s", function.name,
                   invocation.invocation_id, "".join(traceback.format_exception(exc)))
-        return error_response(500, f"function '{function.name}' failed: "
-                                   f"{type(exc).__name__}: {exc}")
+        return web.Response(status=500)
     return to_web_response(result)
 
 
