@@ -236,3 +236,30 @@ def test_twenty_simultaneous_turns_on_one_thread_run_one_at_a_time(agent_host, l
     for index in range(2, 42, 2):
         sent = by_message[messages[index]["content"]]
         assert [m["content"] for m in sent[1:-1]] == [m["content"] for m in messages[:index]]
+
+
+def test_a_turn_interrupted_by_a_crash_completes_after_restart(llm, tmp_path):
+    db = tmp_path / "crash.sqlite"
+    host = DevhostProcess(ROOT, db, app_env(llm))
+    host.start()
+    first = host.request("POST", RUN, "before the crash", TEXT)
+    thread_id = first.headers["x-ms-thread-id"]
+    llm.script(sleep(30))  # the model call in flight when devhost dies
+    r = host.request("POST", f"{RUN}?thread_id={thread_id}&wait_for_response=false",
+                     "during the crash", TEXT)
+    assert r.status == 202
+    llm.wait_for_requests(2, timeout=10)
+    host.kill()  # SIGKILL while the activity waits on the model
+
+    restarted = DevhostProcess(ROOT, db, app_env(llm), port=host.port)
+    restarted.start()
+    try:
+        doc = wait_for_status(restarted, r.json()["id"], timeout=60)
+        assert doc["runtimeStatus"] == "Completed", doc
+        assert doc["output"]["reply"] == "echo: during the crash [messages=4]"
+        messages = thread_state(restarted, thread_id)["messages"]
+        assert [m["content"] for m in messages if m["role"] == "user"] == [
+            "before the crash", "during the crash"]  # written once, in order
+        assert len(llm.requests) == 3  # the interrupted call ran again: at least once
+    finally:
+        restarted.kill()
