@@ -646,6 +646,10 @@ class Engine:
                 out = json.loads(returned)
                 results = out.get("results") or []
                 new_state = out.get("entityState") if out.get("entityExists") else None
+                if len(results) != len(ops):  # never leave a caller without an answer
+                    message = f"entity '{name}' answered {len(results)} of {len(ops)} operations"
+                    results = [{"isError": True, "result": json.dumps(message)} for _ in ops]
+                    new_state = state
         ts = p.history_time(p.utcnow())
         callers = []
         with store.transaction():
