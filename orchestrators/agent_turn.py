@@ -86,6 +86,13 @@ def hand_off(context: df.DurableOrchestrationContext, thread, turn_id: str, oper
     return result
 
 
+def index_thread(context, agent, turn: dict, when, messages: int) -> None:
+    """Keep the agent's thread list current (a fire-and-forget signal)."""
+    context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "touch", {
+        "key": turn["thread_key"], "thread_id": turn["thread_id"],
+        "updated_at": when.isoformat(), "messages": messages})
+
+
 @bp.orchestration_trigger(context_name="context")
 def agent_turn(context: df.DurableOrchestrationContext):
     turn = context.get_input()
@@ -109,6 +116,8 @@ def agent_turn(context: df.DurableOrchestrationContext):
         answer = {"ok": False, "error": {"kind": kind, "status": status, "message": message}}
     if not answer.get("ok"):
         yield from hand_off(context, thread, turn["turn_id"], "release")
+        if turn["new_thread"]:  # the thread exists (empty): list it, so TTL clean-up sees it
+            index_thread(context, agent, turn, context.current_utc_datetime, 0)
         error = answer["error"]
         raise TurnFailed(f"[{error['kind']}:{error['status']}] {error['message']}")
 
@@ -124,9 +133,7 @@ def agent_turn(context: df.DurableOrchestrationContext):
         yield context.call_entity(df.EntityId(THREAD_ARCHIVE_ENTITY, archive_key(
             agent.name, turn["thread_key"], page["page"])), "store", page["messages"])
     if stored["appended"]:
-        context.signal_entity(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()), "touch", {
-            "key": turn["thread_key"], "thread_id": turn["thread_id"],
-            "updated_at": completed.isoformat(), "messages": stored["message_count"]})
+        index_thread(context, agent, turn, completed, stored["message_count"])
     return {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
             "instance_id": context.instance_id, "reply": answer["reply"],
             "usage": answer["usage"], "model": answer["model"],

@@ -211,3 +211,19 @@ def test_idle_threads_are_deleted_by_the_durable_reaper(llm, tmp_path):
                                    f"?instanceIdPrefix=turn-{key}-").json() == []
     finally:
         host.kill()
+
+
+def test_a_new_thread_whose_first_turn_failed_is_empty_but_listed(agent_host, llm):
+    from tests.fake_openai import unauthorized
+
+    llm.script(unauthorized())
+    r = agent_host.request("POST", RUN, "refused", TEXT)
+    assert r.status == 502
+    thread_id = r.headers["x-ms-thread-id"]
+    doc = agent_host.request("GET", f"{THREADS}/{thread_id}").json()
+    assert doc["messages"] == [] and doc["in_progress"] is None  # the lease was given back
+    listed = agent_host.request("GET", f"{THREADS}?limit=100").json()["threads"]
+    assert {"thread_id": thread_id, "messages": 0}.items() <= next(
+        t for t in listed if t["thread_id"] == thread_id).items()
+    again = agent_host.request("POST", f"{RUN}?thread_id={thread_id}", "now it works", TEXT)
+    assert again.status == 200 and again.text == "echo: now it works [messages=2]"
