@@ -115,9 +115,10 @@ def agent_turn(context: df.DurableOrchestrationContext):
         kind, status, message = parse_error_text(str(exc))
         answer = {"ok": False, "error": {"kind": kind, "status": status, "message": message}}
     if not answer.get("ok"):
-        yield from hand_off(context, thread, turn["turn_id"], "release")
-        if turn["new_thread"]:  # the thread exists (empty): list it, so TTL clean-up sees it
+        if turn["new_thread"]:  # the thread exists (empty): list it, so TTL clean-up sees it.
+            # Signalled before the release: actions of the episode that fails are not sent.
             index_thread(context, agent, turn, context.current_utc_datetime, 0)
+        yield from hand_off(context, thread, turn["turn_id"], "release")
         error = answer["error"]
         raise TurnFailed(f"[{error['kind']}:{error['status']}] {error['message']}")
 
