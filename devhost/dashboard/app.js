@@ -972,6 +972,10 @@ function threadView(name, key) {
       ["Agent", h("strong", {}, agent)],
       ["Thread ID", h("span", { class: "mono break" }, state.threadId || `@${name}@${key}`), { wide: true }],
       ["Messages", num(messages.length)],
+      // Long threads move their oldest messages to archive pages; the app's thread API reads
+      // them back. Say so instead of pretending the transcript below is everything.
+      ...(state.archive && state.archive.messages
+        ? [["Archived", `${num(state.archive.messages)} older messages not shown`]] : []),
       ["Turns", num(totals.turns)],
       ["Tokens", `${num(totals.total_tokens)} (${num(totals.prompt_tokens)} in / ${num(totals.completion_tokens)} out)`],
       ["Created", timeEl(state.createdAt)],
