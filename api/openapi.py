@@ -10,7 +10,10 @@ bp = func.Blueprint()
 ERROR = {"$ref": "#/components/schemas/Error"}
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
         "description": "Agent name (case-insensitive)"}
-THREAD = {"name": "thread_id", "in": "path", "required": True, "schema": {"type": "string"},
+THREAD_ID_PATTERN = (r"^(@dafx-[A-Za-z][A-Za-z0-9_-]{0,63}@)?([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-"
+                     r"[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")
+THREAD = {"name": "thread_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": THREAD_ID_PATTERN},
           "description": "`@dafx-<agent>@<uuid>` or the bare uuid"}
 
 
@@ -50,7 +53,8 @@ DOCUMENT = {
             "summary": "Run one turn of a conversation",
             "parameters": [
                 NAME,
-                {"name": "thread_id", "in": "query", "schema": {"type": "string"},
+                {"name": "thread_id", "in": "query",
+                 "schema": {"type": "string", "pattern": THREAD_ID_PATTERN},
                  "description": "Continue this thread (omit to start a new one)"},
                 {"name": "wait_for_response", "in": "query",
                  "schema": {"type": "boolean", "default": True}},
@@ -62,7 +66,7 @@ DOCUMENT = {
                 "application/json": {"schema": {
                     "type": "object", "required": ["message"], "properties": {
                         "message": {"type": "string", "minLength": 1},
-                        "thread_id": {"type": "string"},
+                        "thread_id": {"type": "string", "pattern": THREAD_ID_PATTERN},
                         "wait_for_response": {"type": "boolean"}}}}}},
             "responses": {
                 "200": {"description": "The reply (text/plain for text requests, the result "
@@ -84,7 +88,8 @@ DOCUMENT = {
                            {"name": "limit", "in": "query",
                             "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
                            {"name": "offset", "in": "query",
-                            "schema": {"type": "integer", "minimum": 0}}],
+                            "schema": {"type": "integer", "minimum": 0,
+                                       "maximum": 1_000_000_000}}],
             "responses": {"200": _json({"type": "object", "properties": {
                 "threads": {"type": "array"}, "total": {"type": "integer"},
                 "next_offset": {"type": ["integer", "null"]}}}, "A page of threads"),

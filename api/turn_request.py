@@ -87,6 +87,8 @@ def parse_run_request(method: str, headers: dict, params: dict, body: bytes) -> 
     if not message.strip():
         raise Problem(400, "empty_message", "the message is empty")
     query_thread = params.get("thread_id")
+    if query_thread is not None and not query_thread.strip():
+        raise Problem(400, "invalid_thread_id", "thread_id is empty: omit it to start a thread")
     if query_thread is not None and body_thread is not None and query_thread != body_thread:
         raise Problem(400, "conflicting_thread_id",
                       "thread_id in the query and in the body disagree")

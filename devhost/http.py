@@ -351,17 +351,19 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
     if prefix and not (path.lower() == prefix.lower() or path.lower().startswith(prefix.lower() + "/")):
         raise NotFound(f"no function at {path}")
     relative = path[len(prefix):]
-    method_mismatch = False
+    allowed: list[str] = []
     for template, function in host.triggers:
         values = template.match(relative)
         if values is None:
             continue
         if function.methods and request.method.upper() not in function.methods:
-            method_mismatch = True
+            allowed.extend(m for m in function.methods if m not in allowed)
             continue
         return await invoke_http_function(request, host, function, values)
-    if method_mismatch:
-        return error_response(405, f"method {request.method} is not allowed for {path}")
+    if allowed:
+        response = error_response(405, f"method {request.method} is not allowed for {path}")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     raise NotFound(f"no function at {path}")
 
 
@@ -423,5 +425,5 @@ def build_app(host: HostState) -> web.Application:
     app.router.add_get("/_devhost/", dashboard)
     app.router.add_get("/_devhost", dashboard)
     app.router.add_get("/_devhost/static/{file}", dashboard_file)
-    app.router.add_route("*", "/{tail:.*}", handle_trigger)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle_trigger)  # any path, newlines too
     return app

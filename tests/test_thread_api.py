@@ -227,3 +227,20 @@ def test_a_new_thread_whose_first_turn_failed_is_empty_but_listed(agent_host, ll
         t for t in listed if t["thread_id"] == thread_id).items()
     again = agent_host.request("POST", f"{RUN}?thread_id={thread_id}", "now it works", TEXT)
     assert again.status == 200 and again.text == "echo: now it works [messages=2]"
+
+
+def test_fuzzing_the_published_api_finds_no_server_error_and_no_undocumented_answer(agent_host):
+    """schemathesis generates valid and hostile requests from /api/openapi.json (with a fixed
+    seed, so a failure reproduces) and checks every answer against the document."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run(
+        [str(cli), "run", f"{agent_host.base}/api/openapi.json", "--url", agent_host.base,
+         "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,"
+         "content_type_conformance", "--max-examples", "15", "--workers", "1",
+         "--seed", "20261122", "--no-color"],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-4000:]
