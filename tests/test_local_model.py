@@ -129,3 +129,34 @@ def test_the_echo_of_the_question_is_dropped():
         "Python, for its syntax."
     assert clean_reply("Python is best.", asked) == "Python is best."
     assert clean_reply("Which one is best?", asked) == "Which one is best?"  # nothing else said
+
+
+def test_the_seed_conversation_with_the_offline_model_through_devhost(tmp_path):
+    """What `make run` serves by default: no provider configured → the local model."""
+    import re
+
+    from conftest import ROOT, DevhostProcess, thread_state
+
+    env = {name: "" for name in ("LLM_PROVIDER", "AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL",
+                                 "OPENAI_API_KEY")}
+    host = DevhostProcess(ROOT, tmp_path / "local.sqlite", env)
+    host.start()
+    try:
+        first = host.request("POST", "/api/agents/MyDurableAgent/run",
+                             "What are three popular programming languages?",
+                             {"Content-Type": "text/plain"}, timeout=120)
+        assert first.status == 200, first
+        assert first.text.strip() and first.headers["content-type"].startswith("text/plain")
+        thread_id = first.headers["x-ms-thread-id"]
+        assert re.match(r"^@dafx-mydurableagent@[0-9a-f-]{36}$", thread_id)
+        second = host.request("POST", f"/api/agents/MyDurableAgent/run?thread_id={thread_id}",
+                              "Which one is best for beginners?",
+                              {"Content-Type": "text/plain"}, timeout=120)
+        assert second.status == 200 and second.text.strip(), second
+        messages = thread_state(host, thread_id)["messages"]
+        assert len(messages) == 4
+        assert {m["model"] for m in messages if m["role"] == "assistant"} == {
+            "gemma-3-270m (local)"}
+        print(f"\nlocal model replies: {first.text[:80]!r} / {second.text[:80]!r}")
+    finally:
+        host.kill()
