@@ -31,7 +31,7 @@ SCHEDULER_BICEP = MODULES / "scheduler.bicep"
 ROLES_BICEP = MODULES / "role-assignments.bicep"
 AZURE_YAML = ROOT / "azure.yaml"
 
-# Where the Function app reads its settings. Folders that do not exist yet are skipped.
+# Where the Function app reads its settings.
 APP_FILES = ["function_app.py"]
 APP_DIRS = ["orchestrators", "activities", "entities", "core"]
 HOST_JSON = ROOT / "host.json"
@@ -396,8 +396,6 @@ def test_azd_service_tag_matches_azure_yaml_service():
 
 def test_funcignore_keeps_non_app_folders_out_of_the_package():
     funcignore = ROOT / ".funcignore"
-    if not funcignore.is_file():
-        pytest.skip(".funcignore not written yet")
     entries = {line.strip().strip("/") for line in read(funcignore).splitlines()}
     for folder in ("devhost", "tests", "bench", "infra"):
         assert folder in entries, f".funcignore should exclude {folder}/"
@@ -549,8 +547,7 @@ def _code_reads() -> tuple[set[str], set[str]]:
 
 
 def test_every_setting_the_code_reads_is_set_in_azure():
-    if not app_sources() and not HOST_JSON.is_file():
-        pytest.skip("app code not written yet")
+    assert app_sources() and HOST_JSON.is_file(), "the app's code and host.json are missing"
     reads, _ = _code_reads()
     settings = set(bicep_app_settings())
     missing = sorted(n for n in reads if n not in settings and not is_local_or_platform(n))
@@ -561,10 +558,7 @@ def test_every_setting_the_code_reads_is_set_in_azure():
 
 
 def test_every_setting_set_in_azure_is_read():
-    # Only meaningful once the app entry point and host.json (which consumes the
-    # Durable Task Scheduler settings) exist.
-    if not (ROOT / "function_app.py").is_file() or not HOST_JSON.is_file():
-        pytest.skip("function_app.py / host.json not written yet")
+    assert (ROOT / "function_app.py").is_file() and HOST_JSON.is_file()
     _, literals = _code_reads()
     unread = sorted(
         n for n in bicep_app_settings() if n not in literals and n not in HOST_CONSUMED_SETTINGS
