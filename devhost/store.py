@@ -8,7 +8,9 @@ lose the last few milliseconds of commits but never corrupts the file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -107,6 +109,7 @@ class Store:
         except OSError as exc:
             raise DatabaseError(f"cannot create the folder for the task hub database "
                                 f"{self.path}: {exc.strerror or exc}") from exc
+        self._lock_file = self._take_process_lock() if self.path != ":memory:" else None
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
@@ -119,6 +122,25 @@ class Store:
                                 "If the file is corrupt, move it away (devhost will create a "
                                 "new one) or point --db at another file.") from exc
         self._depth = 0
+
+    def _take_process_lock(self):
+        """One devhost process per task hub: the engine tracks in-flight work in memory, so a
+        second process on the same file would run it twice. The OS drops the lock when the
+        process dies, kill -9 included."""
+        handle = open(self.path + ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise DatabaseError(f"the task hub {self.path} is in use by devhost ({owner}); run "
+                                "one devhost per task hub, or point --db at another file")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        return handle
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -154,6 +176,8 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock_file:
+            self._lock_file.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -312,3 +312,14 @@ def test_port_in_use(devhost_factory, tmp_path):
                                        port=first.port)
     assert_readable_failure(code, output, stderr, "cannot listen", str(first.port))
     assert first.request("GET", "/admin/host/status").status == 200
+
+
+def test_a_second_devhost_on_the_same_task_hub_is_refused(devhost_factory, tmp_path):
+    first = devhost_factory("patterns", db=tmp_path / "shared.sqlite").start()
+    second = devhost_factory("patterns", db=tmp_path / "shared.sqlite")
+    with pytest.raises(RuntimeError) as refused:
+        second.start()
+    assert "is in use by devhost (pid" in str(refused.value)
+    assert "Traceback" not in str(refused.value)
+    first.kill()  # the lock dies with the process, even on SIGKILL
+    devhost_factory("patterns", db=tmp_path / "shared.sqlite").start()
