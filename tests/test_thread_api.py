@@ -229,7 +229,8 @@ def test_a_new_thread_whose_first_turn_failed_is_empty_but_listed(agent_host, ll
     assert again.status == 200 and again.text == "echo: now it works [messages=2]"
 
 
-def test_fuzzing_the_published_api_finds_no_server_error_and_no_undocumented_answer(agent_host):
+def test_fuzzing_the_published_api_finds_no_server_error_and_no_undocumented_answer(agent_host,
+                                                                                  tmp_path):
     """schemathesis generates valid and hostile requests from /api/openapi.json (with a fixed
     seed, so a failure reproduces) and checks every answer against the document."""
     import subprocess
@@ -242,5 +243,5 @@ def test_fuzzing_the_published_api_finds_no_server_error_and_no_undocumented_ans
          "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,"
          "content_type_conformance", "--max-examples", "15", "--workers", "1",
          "--seed", "20261122", "--no-color"],
-        capture_output=True, text=True, timeout=240)
+        capture_output=True, text=True, timeout=240, cwd=tmp_path)  # its cache stays out of git
     assert result.returncode == 0, result.stdout[-4000:]
