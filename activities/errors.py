@@ -114,12 +114,6 @@ class LLMPermanentError(LLMError):
     """Non-retryable failure: turned into ``{"ok": False, "error": ...}``."""
 
 
-def error_for(kind: str, message: str, **kwargs) -> LLMError:
-    """Build the right subclass for ``kind`` (transient or permanent)."""
-    cls = LLMTransientError if kind in TRANSIENT_KINDS else LLMPermanentError
-    return cls(kind, message, **kwargs)
-
-
 def parse_error_text(text: str | None) -> tuple[str, int, str]:
     """Recover ``(kind, status, message)`` from an exception text.
 

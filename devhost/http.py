@@ -36,7 +36,6 @@ DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Azure Functions' request size limit
 NO_CACHE = {"Cache-Control": "no-cache"}  # the dashboard is edited live; never serve it stale
 
-ENGINE = web.AppKey("engine", Engine)
 HOST = web.AppKey("host", object)
 
 

@@ -174,8 +174,3 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
         else:
             index.unsupported.append((name, kind))
     return index
-
-
-def load_app(app_dir: Path) -> AppIndex:
-    apply_local_settings(app_dir)
-    return index_app(import_app(app_dir))
