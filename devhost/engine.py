@@ -29,6 +29,7 @@ from . import protocol as p
 from . import sdk_speedups
 from .calls import perform_http_call
 from .config import HostConfig
+from .invocations import Invocation
 from .loader import AppIndex
 from .store import Store
 
@@ -37,6 +38,7 @@ ET, AT = p.EventType, p.ActionType
 INLINE_EVENTS_LIMIT = 400     # replays/batches up to this size run on the loop, bigger in threads
 SLOW_HANDLE_SECONDS = 0.25
 PACING_THRESHOLD_SECONDS, MAX_PACING_SECONDS = 0.005, 0.1
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.1, 10.0  # back-off after devhost's own failures
 
 
 def fresh_engine_state() -> dict:
@@ -74,6 +76,9 @@ class Engine:
         self._wakeups: dict[str, tuple[float, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._status_waiters: dict[str, list[asyncio.Future]] = {}
+        # (kind, key) → what keeps failing inside devhost for that instance/entity; shown in
+        # its status document (`devhost` field) and retried with back-off until it works
+        self.stuck: dict[tuple[str, str], dict] = {}
         self.stopping = False
         # (hub, connection) → durableClient binding JSON; set by the HTTP layer, which knows
         # the addresses, for functions other than HTTP triggers that take a client binding.
@@ -150,16 +155,58 @@ class Engine:
             self._spawn(worker(key))
 
     async def _drain(self, kind: str, key: str, step) -> None:
-        """Run `step` until it reports no more work and nobody woke the key meanwhile."""
+        """Run `step` until it reports no more work and nobody woke the key meanwhile. When
+        devhost itself fails (a commit refused, a bug), nothing was changed: try again later,
+        with back-off, and say so in the instance's status until it works."""
+        retry_in = None
         try:
             while not self.stopping:
                 self._dirty[kind].discard(key)
-                more = await step(key)
+                try:
+                    more = await step(key)
+                except Exception as exc:
+                    retry_in = self._record_stuck(kind, key, exc)
+                    return
+                self._clear_stuck(kind, key)
                 if not more and key not in self._dirty[kind]:
                     break
         finally:
             self._busy[kind].discard(key)
             self._dirty[kind].discard(key)
+            if retry_in is not None and not self.stopping:
+                if kind == "instance":
+                    self.wake_instance(key, retry_in)
+                else:
+                    self.loop.call_later(retry_in, self.wake_entity, key)
+
+    def _record_stuck(self, kind: str, key: str, exc: BaseException) -> float:
+        """Remember and report a failure of devhost's own; returns the back-off delay."""
+        previous = self.stuck.get((kind, key))
+        attempts = previous["attempts"] + 1 if previous else 1
+        delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (attempts - 1))
+        self.stuck[(kind, key)] = {
+            "stuck": True, "error": f"{type(exc).__name__}: {exc}", "attempts": attempts,
+            "since": previous["since"] if previous else p.status_time(p.utcnow()),
+            "nextAttemptInSeconds": delay}
+        what = "orchestration instance" if kind == "instance" else "entity"
+        if previous is None:
+            log.error("devhost could not process %s '%s' (nothing was changed); retrying with "
+                      "back-off", what, key, exc_info=exc)
+        else:
+            log.warning("devhost could not process %s '%s' (attempt %d, next in %.1f s): %s",
+                        what, key, attempts, delay, exc)
+        return delay
+
+    def _clear_stuck(self, kind: str, key: str) -> None:
+        record = self.stuck.pop((kind, key), None)
+        if record:
+            log.warning("devhost processed '%s' again after %d failed attempts", key,
+                        record["attempts"])
+
+    def stuck_report(self, instance_id: str) -> dict | None:
+        """The `devhost` field of a status document: present only while devhost keeps failing
+        to process the instance (Azure has no such field; the SDK ignores unknown fields)."""
+        return self.stuck.get(("instance", instance_id))
 
     async def _instance_worker(self, instance_id: str) -> None:
         await self._drain("instance", instance_id, self._paced_episode)
@@ -183,10 +230,22 @@ class Engine:
         await self._drain("entity", scheduler_id, self._entity_batch)
 
     def wait_for_status(self, instance_id: str) -> asyncio.Future:
-        """A future resolved at the next status change of an instance (webhook waits)."""
+        """A future resolved at the next status change of an instance (webhook waits). A
+        waiter that is cancelled (its wait timed out, its client left) removes itself."""
         future = self.loop.create_future()
         self._status_waiters.setdefault(instance_id, []).append(future)
+        future.add_done_callback(lambda done: self._forget_waiter(instance_id, done))
         return future
+
+    def _forget_waiter(self, instance_id: str, future: asyncio.Future) -> None:
+        waiters = self._status_waiters.get(instance_id)
+        if waiters and future in waiters:
+            waiters.remove(future)
+            if not waiters:
+                del self._status_waiters[instance_id]
+
+    def waiter_count(self) -> int:
+        return sum(len(w) for w in self._status_waiters.values())
 
     def notify_status(self, instance_id: str) -> None:
         for future in self._status_waiters.pop(instance_id, []):
@@ -234,10 +293,16 @@ class Engine:
         else:
             document = p.context_document(history_texts, new_events, inst["input_raw"], instance_id,
                                           inst["parent_instance_id"])
+            invocation = Invocation(self.index.function_name(registered[0]))
             returned, raised = await self._run_handle(
                 self.orchestrator_pool, registered[1], document,
                 len(history_texts) + len(new_events), f"orchestrator '{inst['name']}'")
             result = p.parse_orchestrator_result(returned, raised)
+            if result.get("error") is None:
+                invocation.succeeded()
+            else:
+                cause = raised and (raised.__cause__ or raised.__context__)
+                invocation.failed(result["error"], user_traceback(cause) if cause else None)
 
         effects = self._decide(inst, state, result, retry_event, started)
         self._commit_episode(inst, state, result, effects, new_events,
@@ -574,30 +639,43 @@ class Engine:
                 if self.stopping:
                     return
                 completion = await self._invoke_activity(row)
-            if self.stopping:
+            while not self.stopping:
+                try:
+                    with self.store.transaction():
+                        if not self.store.delete_activity(row["id"]):
+                            return  # the instance was terminated, purged or continued meanwhile
+                        self.store.add_inbox(row["instance_id"], row["execution_id"],
+                                             json.dumps(completion), time.time())
+                    break
+                except Exception as exc:  # devhost's own failure: keep the result, retry
+                    await asyncio.sleep(self._record_stuck("instance", row["instance_id"], exc))
+            else:
                 return
-            with self.store.transaction():
-                if not self.store.delete_activity(row["id"]):
-                    return  # the instance was terminated, purged or continued meanwhile
-                self.store.add_inbox(row["instance_id"], row["execution_id"],
-                                     json.dumps(completion), time.time())
+            self._clear_stuck("instance", row["instance_id"])
             self.wake_instance(row["instance_id"])
         finally:
             self._running_activities.discard(row["id"])
 
     async def _invoke_activity(self, row: dict) -> dict:
         name, task_id = row["name"], row["task_id"]
+        invocation = None if name == p.HTTP_ACTIVITY_NAME else Invocation(name)
         try:
-            if name == p.HTTP_ACTIVITY_NAME:
+            if invocation is None:
                 result_text = await perform_http_call(json.loads(row["input"]))
             else:
-                result_text = await self._call_user_activity(name, row["input"])
+                result_text = await self._call_user_activity(name, row["input"], invocation)
+                invocation.succeeded()
             return p.task_completed(p.history_time(p.utcnow()), task_id, result_text)
         except Exception as exc:  # user code: any failure becomes TaskFailed
+            if invocation is not None:
+                invocation.failed(exc)
+            else:
+                log.warning("call_http failed: %s: %s", type(exc).__name__, exc)
             return p.task_failed(p.history_time(p.utcnow()), task_id,
                                  p.activity_failure_reason(name, exc), user_traceback(exc))
 
-    async def _call_user_activity(self, name: str, input_text: str | None) -> str:
+    async def _call_user_activity(self, name: str, input_text: str | None,
+                                  invocation: Invocation) -> str:
         activity = self.index.activity(name)
         if activity is None:
             raise LookupError(f"activity '{name}' is no longer registered")
@@ -609,7 +687,7 @@ class Engine:
             kwargs[activity.client_param] = self.client_binding(activity.client_hub,
                                                                 activity.client_connection)
         if activity.wants_context:
-            kwargs["context"] = invocation_context(activity.name)
+            kwargs["context"] = invocation_context(activity.name, invocation.id)
         timeout = self.cfg.function_timeout
         if activity.is_async:
             result = await asyncio.wait_for(activity.fn(**kwargs), timeout)
@@ -637,9 +715,11 @@ class Engine:
             new_state = state
         else:
             document = p.entity_batch_document(name, key, state, ops)
+            invocation = Invocation(self.index.function_name(registered[0]))
             returned, raised = await self._run_handle(
                 self.entity_pool, registered[1], document, len(ops), f"entity '{name}'")
             if raised is not None:
+                invocation.failed(raised)
                 results = [{"isError": True, "result": json.dumps(str(raised))} for _ in ops]
                 new_state = state
             else:
@@ -650,6 +730,13 @@ class Engine:
                     message = f"entity '{name}' answered {len(results)} of {len(ops)} operations"
                     results = [{"isError": True, "result": json.dumps(message)} for _ in ops]
                     new_state = state
+                failures = [(op, r) for op, r in zip(ops, results) if r.get("isError")]
+                for op, res in failures:
+                    invocation.failed(f"operation '{op['name']}' on entity "
+                                      f"'{scheduler_id}' failed: "
+                                      f"{p.decode_json_text(res.get('result'))}")
+                if not failures:
+                    invocation.succeeded()
         ts = p.history_time(p.utcnow())
         callers = []
         with store.transaction():
@@ -694,10 +781,10 @@ def _parent_ref(parent_instance_id: str | None) -> dict | None:
     return {"OrchestrationInstance": {"InstanceId": parent_instance_id}}
 
 
-def invocation_context(function_name: str):
+def invocation_context(function_name: str, invocation_id: str | None = None):
     """The azure.functions.Context a function gets when it declares a `context` parameter."""
     from .context import InvocationContext
-    return InvocationContext(function_name)
+    return InvocationContext(function_name, invocation_id=invocation_id)
 
 
 def create_instance(store: Store, instance_id: str, name: str, input_text: str | None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import traceback
 from datetime import datetime, timezone
 
 from azure.functions.timer import TimerRequest
@@ -17,6 +16,7 @@ from .config import resolve_setting
 from .context import InvocationContext
 from .engine import Engine
 from .errors import ConfigError
+from .invocations import Invocation
 from .loader import TimerFunction
 from .schedules import Schedule, ScheduleError, parse_schedule
 
@@ -72,6 +72,7 @@ class TimerTriggers:
         context = InvocationContext(function.name)
         if function.wants_context:
             kwargs["context"] = context
+        invocation = Invocation(function.name, context.invocation_id)
         try:
             if function.is_async:
                 await function.fn(**kwargs)
@@ -79,5 +80,6 @@ class TimerTriggers:
                 await asyncio.get_running_loop().run_in_executor(
                     self.engine.activity_pool, lambda: function.fn(**kwargs))
         except Exception as exc:  # the user's code: report it, keep the schedule
-            log.error("timer function '%s' failed (invocation %s):\n%s", function.name,
-                      context.invocation_id, "".join(traceback.format_exception(exc)))
+            invocation.failed(exc)
+            return
+        invocation.succeeded()
