@@ -488,6 +488,41 @@ class TableJournal(Journal):
         self._table.close()
 
 
+# -- Server-Sent Events ------------------------------------------------------------------------
+HEARTBEAT = ": keep-alive\n\n"  # an SSE comment: keeps proxies and idle clients from closing
+
+
+def sse_event(event: Event) -> str:
+    """One SSE frame; `id` is the journal id, so the browser's Last-Event-ID resumes exactly."""
+    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))  # one line
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def sse_stream(j: Journal, turn_id: str, after=None, *, heartbeat_seconds: float = 15.0,
+                     settle: Callable[[], Any] | None = None):
+    """Replay a turn's events after `after`, then follow it live until it is finished.
+
+    Yields SSE text: the frames, and a heartbeat comment whenever `heartbeat_seconds` pass without
+    an event. `settle` (optional, async) is asked at each idle beat whether the turn ended without
+    anyone writing its closing event (e.g. it was terminated); returning `(kind, data)` makes this
+    reader write it with finish(), which is idempotent, so every reader still sees exactly one."""
+    turn_id, after = _turn(turn_id), _after(after)
+    while True:
+        events = await j.wait_async(turn_id, after, heartbeat_seconds)
+        for event in events:
+            yield sse_event(event)
+            after = event.id
+        if events:
+            continue
+        if await asyncio.to_thread(j.finished, turn_id):
+            return
+        closing = await settle() if settle is not None else None
+        if closing:
+            await asyncio.to_thread(j.finish, turn_id, *closing)
+            continue
+        yield HEARTBEAT
+
+
 # -- settings ---------------------------------------------------------------------------------
 def retention_seconds() -> float:
     raw = os.environ.get("STREAM_JOURNAL_RETENTION_SECONDS")

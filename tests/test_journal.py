@@ -327,3 +327,31 @@ def test_ensure_azurite_script_is_idempotent():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert shutil.which("node"), "Azurite needs Node.js"
+
+
+def test_sse_stream_replays_follows_and_ends_with_the_closing_event(make_journal):
+    j, writer = make_journal(), make_journal()
+    for i in range(3):
+        writer.append("sse", "delta", {"text": f"t{i}"})
+    beats_seen = []
+
+    async def settle():
+        beats_seen.append(len(beats_seen))
+        if len(beats_seen) == 3:  # the turn "ended" with nobody writing its closing event
+            return ("error", {"error": {"status": 500, "code": "terminated", "message": "x"}})
+        return None
+
+    async def collect(after):
+        return [chunk async for chunk in jmod.sse_stream(j, "sse", after, heartbeat_seconds=0.01,
+                                                         settle=settle)]
+
+    chunks = asyncio.run(collect("1"))  # resume after event 1
+    assert chunks[:2] == ['id: 2\nevent: delta\ndata: {"text":"t1"}\n\n',
+                          'id: 3\nevent: delta\ndata: {"text":"t2"}\n\n']
+    assert chunks[2:4] == [jmod.HEARTBEAT, jmod.HEARTBEAT]  # idle beats before it was settled
+    assert chunks[4:] == ['id: 4\nevent: error\ndata: {"error":{"status":500,"code":"terminated",'
+                          '"message":"x"}}\n\n']
+    # A late reader of the finished turn gets the replay up to the closing event, then the end.
+    late = asyncio.run(collect(None))
+    assert [c.split("\n", 1)[0] for c in late] == ["id: 1", "id: 2", "id: 3", "id: 4"]
+    assert writer.finish("sse", "done", {}) == 4  # the closing event stays the only one
