@@ -208,13 +208,14 @@ def test_overview_list_and_detail(patterns_host, page, tmp_path):
     # paging with the continuation token: 2 + 1
     page.goto(dashboard(host, "#/instances?top=2"))
     expect(page.locator("tbody tr")).to_have_count(2)
-    expect(page.get_by_text("Page 1 · 2 instances")).to_be_visible()
+    expect(page.get_by_text("Page 1 of 2 · 1–2 of 3 instances")).to_be_visible()
     expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
     page.get_by_role("button", name="Next →").click()
-    expect(page.get_by_text("Page 2 · 1 instance")).to_be_visible()
+    expect(page.get_by_text("Page 2 of 2 · 3–3 of 3 instances")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"#/instances\?top=2&page=2$"))
     expect(page.locator("tbody tr")).to_have_count(1)
     page.get_by_role("button", name="← Previous").click()
-    expect(page.get_by_text("Page 1 · 2 instances")).to_be_visible()
+    expect(page.get_by_text("Page 1 of 2 · 1–2 of 3 instances")).to_be_visible()
 
     # instance detail: status, output, the history timeline with durations
     page.goto(dashboard(host, "#/instances"))
@@ -223,6 +224,8 @@ def test_overview_list_and_detail(patterns_host, page, tmp_path):
     expect(page.get_by_role("heading", level=1)).to_contain_text(first)
     expect(page.locator(".facts .badge")).to_have_text("Completed")
     expect(page.get_by_role("region", name="Output")).to_contain_text('"Hello Tokyo!"')
+    page.get_by_role("link", name="History", exact=True).click()
+    expect(page).to_have_url(re.compile(rf"#/instances/{first}\?tab=history$"))
     history = page.get_by_role("region", name="History").locator("tbody tr")
     expect(history).to_have_count(5)
     completed = history.filter(has_text="TaskCompleted")
@@ -267,7 +270,7 @@ def test_raise_event_and_lifecycle_actions_from_the_detail_page(patterns_host, p
     approval = start_with_input(host, "approval", 120)
     wait_running(host, approval, "TimerCreated")
 
-    page.goto(dashboard(host, f"#/instances/{approval}"))
+    page.goto(dashboard(host, f"#/instances/{approval}?tab=history"))
     expect(page.locator(".facts .badge")).to_have_text("Running")
     expect(page.get_by_role("button", name="Rewind")).to_be_disabled()
     page.get_by_label("Event name").fill("Approval")
@@ -287,7 +290,7 @@ def test_raise_event_and_lifecycle_actions_from_the_detail_page(patterns_host, p
     # suspend and resume
     waiting = start(host, "long_wait")
     wait_running(host, waiting, "")
-    page.goto(dashboard(host, f"#/instances/{waiting}"))
+    page.goto(dashboard(host, f"#/instances/{waiting}?tab=history"))
     expect(page.locator(".facts .badge")).to_have_text("Running")
     page.get_by_role("button", name="Suspend").click()
     expect(result_message(page)).to_contain_text("Suspend: accepted (HTTP 202)")
