@@ -643,7 +643,35 @@ def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
             expect(page.locator(".facts")).to_contain_text(thread_id)
             look_at(page, tmp_path / "agent-thread.png")
 
+            # each reply links to its turn's timeline: lease, model call (model, tokens), append
+            bubbles.nth(3).get_by_role("link", name="Turn timeline →").click()
+            turn_id = reply["turnId"]
+            expect(page).to_have_url(re.compile(rf"#/instances/turn-{key}-{turn_id}$"))
+            rows = timeline_rows(page)
+            acquire = rows.filter(has=page.locator(".tl-name", has_text="acquire"))
+            expect(acquire).to_have_attribute("data-kind", "entity")
+            expect(acquire).to_contain_text(f"@{name}@{key}")
+            detail = open_bar(acquire)
+            expect(payload(detail, "Result")).to_contain_text('"granted": true')
+            model = rows.filter(has=page.locator(".tl-name", has_text="call_llm"))
+            expect(model).to_have_count(1)
+            expect(model).to_contain_text(f"{reply['model']} · {reply['usage']['total_tokens']} tokens")
+            expect(open_bar(model)).to_contain_text(second.text)
+            expect(rows.filter(has=page.locator(".tl-name", has_text="append_turn"))).to_have_attribute(
+                "data-status", "completed")
+            look_at(page, tmp_path / "turn-timeline.png")
+            # ... and the turn's orchestration links back to its thread
+            page.locator(".facts").get_by_role("link", name=thread_id).click()
+            expect(page).to_have_url(re.compile(rf"#/agents/{name}/{key}$"))
+
             page.get_by_role("link", name="Raw entity state →").click()
             expect(page.get_by_role("region", name="State")).to_contain_text('"threadId"')
+
+            # metrics: both turns, their latencies
+            page.get_by_role("link", name="Metrics", exact=True).click()
+            expect(page.get_by_label("Turns completed: 2")).to_be_visible()
+            expect(page.get_by_label(re.compile(r"^Turn latency p50: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
+            expect(page.get_by_label(re.compile(r"^Model latency p95: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
+            expect(page.get_by_label("Running orchestrations: 0")).to_be_visible()
         finally:
             host.kill()
