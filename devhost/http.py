@@ -22,7 +22,7 @@ import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import asgi_http, commands
+from . import asgi_http, commands, dashboard_api
 from . import protocol as p
 from .context import InvocationContext
 from .engine import Engine
@@ -430,5 +430,6 @@ def build_app(host: HostState) -> web.Application:
     app.router.add_get("/_devhost/", dashboard)
     app.router.add_get("/_devhost", dashboard)
     app.router.add_get("/_devhost/static/{file}", dashboard_file)
+    dashboard_api.register(app, host)  # the dashboard's read endpoints, /_devhost/api/...
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_trigger)  # any path, newlines too
     return app
