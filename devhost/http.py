@@ -100,7 +100,8 @@ class RequestGuard:
     """Refuses what a web page the developer visits could send: a request under a foreign Host
     name (DNS rebinding: evil.example resolving to 127.0.0.1) and a state-changing request
     whose Origin is another site (cross-site POSTs). curl sends no Origin; the dashboard is
-    same-origin; the SDK client calls 127.0.0.1. Opt-outs: DEVHOST_ALLOW_ANY_HOST=true and
+    same-origin; the SDK client calls 127.0.0.1; pages on loopback origins are the developer's
+    own. Opt-outs: DEVHOST_ALLOW_ANY_HOST=true and
     DEVHOST_ALLOWED_ORIGINS=https://a.example,http://localhost:3000 (or *)."""
 
     UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -127,9 +128,17 @@ class RequestGuard:
             return False
 
     def origin_allowed(self, origin: str, host_header: str) -> bool:
+        """devhost's own origin, pages served from this machine's loopback (a local frontend
+        dev server, the MCP inspector) and the listed ones."""
         origin = origin.rstrip("/").lower()
-        return (origin in (f"http://{host_header.lower()}", f"https://{host_header.lower()}")
-                or "*" in self.origins or origin in self.origins)
+        if origin in (f"http://{host_header.lower()}", f"https://{host_header.lower()}"):
+            return True
+        if "*" in self.origins or origin in self.origins:
+            return True
+        scheme, _, rest = origin.partition("://")
+        name = _host_name(rest) if scheme in ("http", "https") else None
+        return name is not None and (name == "localhost" or name.endswith(".localhost")
+                                     or _is_loopback(name))
 
     def refusal(self, request: web.Request) -> web.Response | None:
         host_header = request.headers.get("Host", "")
@@ -162,6 +171,13 @@ def _host_name(host_header: str) -> str | None:
     if port and not port.isdigit():
         return None
     return name or None
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:

@@ -309,6 +309,9 @@ def test_a_cross_site_post_is_refused_and_starts_nothing(host):
     assert r.text == "poked"
     r = host.request("GET", "/api/poke", headers={"Origin": "https://evil.example"})
     assert r.text == "poked"
+    # a page on this machine's loopback (a frontend dev server, the MCP inspector) may call
+    for origin in ("http://localhost:3000", "http://127.0.0.1:6274", "http://[::1]:8080"):
+        assert host.request("POST", "/api/poke", b"", {"Origin": origin}).text == "poked"
 
 
 def test_the_guards_can_be_opted_out_of(devhost_factory):
