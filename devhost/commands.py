@@ -267,9 +267,7 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
         engine.store.update_instance(instance_id, status="Running", output=None,
                                      engine_state=json.dumps(state))
     engine.notify_status(instance_id)
-    for activity in engine.store.all_activities():
-        if activity["instance_id"] == instance_id:
-            engine._spawn(engine._run_activity(activity))
+    engine.run_queued_activities(instance_id)
     for target in woken:
         engine.wake_instance(target)
 

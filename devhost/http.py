@@ -18,7 +18,6 @@ import math
 import os
 import secrets
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import azure.functions as func
@@ -30,7 +29,6 @@ from . import protocol as p
 from .context import InvocationContext
 from .engine import Engine
 from .errors import BadRequest, DevhostError, InvalidOperation, NotFound, Unauthorized
-from .invocations import Invocation
 from .loader import HttpFunction
 from .routes import RouteTemplate
 
@@ -62,10 +60,9 @@ class HostState:
         loopback = bind_host in ("", "0.0.0.0", "::", "localhost") or bind_host.startswith("127.")
         self.rpc_base = (f"http://{'127.0.0.1' if loopback else bind_host}:{port}"
                          f"/_devhost/rpc/{self.rpc_token}/durabletask/")
-        self.http_pool = ThreadPoolExecutor(16, "http")
         public = f"http://{'localhost' if loopback else bind_host}:{port}{WEBHOOK_PREFIX}"
-        engine.client_binding = lambda hub, connection: p.client_binding(
-            public, self.rpc_base, hub or self.hub, connection or "Storage", self.master_key)
+        engine.invoker.use_client_binding(lambda hub, connection: p.client_binding(
+            public, self.rpc_base, hub or self.hub, connection or "Storage", self.master_key))
         self.triggers: list[tuple[RouteTemplate, HttpFunction]] = sorted(
             ((RouteTemplate(f.route), f) for f in engine.index.http),
             key=lambda pair: pair[0].sort_key)
@@ -531,30 +528,23 @@ async def invoke_http_function(request: web.Request, host: HostState, function: 
                                "key (?code= or the x-functions-key header)")
     kwargs = {}
     invocation = InvocationContext(function.name)
-    logged = Invocation(function.name, invocation.invocation_id)
     if function.client_param:
         kwargs[function.client_param] = p.client_binding(
             _public_base(request), host.rpc_base, function.client_hub or host.hub,
             function.client_connection or "Storage", code=host.master_key)
-    if function.wants_context:
-        kwargs["context"] = invocation
     if asgi_http.enabled():  # the app imports the FastAPI extension: every HTTP function streams
+        if function.wants_context:
+            kwargs["context"] = invocation
         return await asgi_http.invoke(
             request, function, route_params, kwargs,
-            lambda call: asyncio.get_running_loop().run_in_executor(host.http_pool, call),
+            lambda call: asyncio.get_running_loop().run_in_executor(
+                host.engine.invoker.http_pool, call),
             invocation.invocation_id)
     body = await request.read()
     kwargs[function.request_param] = build_request(request, body, route_params)
-    try:
-        if function.is_async:
-            result = await function.fn(**kwargs)
-        else:
-            result = await asyncio.get_running_loop().run_in_executor(
-                host.http_pool, lambda: function.fn(**kwargs))
-    except Exception as exc:  # the user's code failed: Azure answers 500 with an empty body
-        logged.failed(exc)
+    ok, result = await host.engine.invoker.run_http(function, kwargs, invocation)
+    if not ok:  # the user's code failed: Azure answers 500 with an empty body
         return web.Response(status=500)
-    logged.succeeded()
     return to_web_response(result)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import DatabaseError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
@@ -93,6 +93,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE history ADD COLUMN replayed INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE instances ADD COLUMN version TEXT;
+    """,
+    # version 3: a durable timer's inbox row names its timer (cancelling one is a lookup, not
+    # a match over the stored event text)
+    """
+    ALTER TABLE inbox ADD COLUMN timer_id INTEGER;
+    UPDATE inbox SET timer_id = json_extract(event, '$.TimerId')
+        WHERE json_extract(event, '$.EventType') = 11;
+    CREATE INDEX IF NOT EXISTS inbox_timer ON inbox(instance_id, timer_id)
     """,
 ]
 
@@ -331,9 +339,11 @@ class Store:
     # -- inbox (completions, external events, timers) -------------------------------------
 
     def add_inbox(self, instance_id: str, execution_id: str | None, event_text: str,
-                  visible_at: float) -> None:
-        self.db.execute("INSERT INTO inbox (instance_id, execution_id, event, visible_at) "
-                        "VALUES (?,?,?,?)", (instance_id, execution_id, event_text, visible_at))
+                  visible_at: float, timer_id: int | None = None) -> None:
+        """Queue an event; a durable timer's TimerFired also records its timer id."""
+        self.db.execute("INSERT INTO inbox (instance_id, execution_id, event, visible_at, "
+                        "timer_id) VALUES (?,?,?,?,?)",
+                        (instance_id, execution_id, event_text, visible_at, timer_id))
 
     def inbox(self, instance_id: str, visible_before: float | None = None) -> list[dict]:
         sql = "SELECT * FROM inbox WHERE instance_id=?"
@@ -346,9 +356,10 @@ class Store:
     def delete_inbox(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in ids])
 
-    def delete_inbox_where_event_like(self, instance_id: str, pattern: str) -> None:
-        self.db.execute("DELETE FROM inbox WHERE instance_id=? AND event LIKE ?",
-                        (instance_id, pattern))
+    def delete_timer(self, instance_id: str, timer_id: int) -> None:
+        """Drop a cancelled timer that has not fired yet."""
+        self.db.execute("DELETE FROM inbox WHERE instance_id=? AND timer_id=?",
+                        (instance_id, timer_id))
 
     def clear_inbox(self, instance_id: str) -> None:
         self.db.execute("DELETE FROM inbox WHERE instance_id=?", (instance_id,))

@@ -13,10 +13,8 @@ from datetime import datetime, timezone
 from azure.functions.timer import TimerRequest
 
 from .config import resolve_setting
-from .context import InvocationContext
 from .engine import Engine
 from .errors import ConfigError
-from .invocations import Invocation
 from .loader import TimerFunction
 from .schedules import Schedule, ScheduleError, parse_schedule
 
@@ -65,21 +63,4 @@ class TimerTriggers:
             await self.invoke(function, past_due=late > 1.0)
 
     async def invoke(self, function: TimerFunction, past_due: bool) -> None:
-        kwargs = {function.timer_param: TimerRequest(past_due=past_due)}
-        if function.client_param:
-            kwargs[function.client_param] = self.engine.client_binding(
-                function.client_hub, function.client_connection)
-        context = InvocationContext(function.name)
-        if function.wants_context:
-            kwargs["context"] = context
-        invocation = Invocation(function.name, context.invocation_id)
-        try:
-            if function.is_async:
-                await function.fn(**kwargs)
-            else:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.engine.activity_pool, lambda: function.fn(**kwargs))
-        except Exception as exc:  # the user's code: report it, keep the schedule
-            invocation.failed(exc)
-            return
-        invocation.succeeded()
+        await self.engine.invoker.run_timer(function, TimerRequest(past_due=past_due))

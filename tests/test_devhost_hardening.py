@@ -460,3 +460,103 @@ def test_a_relative_db_path_is_resolved_against_the_working_directory(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+# -- issue 13: the decision rules are pure (history + the SDK's output → events and work) ----
+
+def test_decide_turns_the_sdks_own_output_into_history_and_work():
+    """Three episodes of a real SDK orchestrator, decided without a store or a clock."""
+    from datetime import datetime, timedelta, timezone
+
+    import azure.durable_functions as df
+    import azure.functions as func
+
+    from devhost import protocol as p
+    from devhost.config import HostConfig
+    from devhost.decide import decide, fresh_engine_state, select_batch
+    from devhost.loader import index_app
+
+    app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.orchestration_trigger(context_name="context")
+    def orch(context: df.DurableOrchestrationContext):
+        first = yield context.call_activity("act", 1)
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=5))
+        event = context.wait_for_external_event("Go")
+        winner = yield context.task_any([timer, event])
+        if winner == event:
+            timer.cancel()
+        return [first, event.result]
+
+    @app.activity_trigger(input_name="n")
+    def act(n: int) -> int:
+        return n
+
+    index = index_app(app)
+    name, handle = index.orchestrator("orch")
+    inst = {"instance_id": "i1", "execution_id": "x1", "name": name}
+    state, stored = fresh_engine_state(), []
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def episode(n: int, events: list[dict]):
+        started = t0 + timedelta(seconds=n)
+        rows = [{"id": i, "event": json.dumps(e)} for i, e in enumerate(events)]
+        _, batch, retry_event = select_batch(rows, state)
+        new = [p.event(p.EventType.OrchestratorStarted, p.history_time(started))] + batch
+        document = p.context_document(stored, new, None, "i1", None)
+        result = p.parse_orchestrator_result(*_call(handle, document))
+        fx = decide(inst, state, result, retry_event, started, index, HostConfig())
+        stored.extend(text for text, replayed in map(p.stored_event, new + fx.history)
+                      if replayed)
+        return result, fx
+
+    started_event = p.execution_started(p.history_time(t0), name, None, "i1", "x1", None)
+    _, fx = episode(1, [started_event])
+    assert [(e["EventType"], e["EventId"], e["Name"]) for e in fx.history] == \
+        [(p.EventType.TaskScheduled, 0, "act")]
+    assert fx.activities == [(0, "act", "1")] and state["next_id"] == 1
+
+    _, fx = episode(2, [p.task_completed(p.history_time(t0), 0, "1")])
+    assert [(e["EventType"], e["EventId"]) for e in fx.history] == \
+        [(p.EventType.TimerCreated, 1)]
+    (timer_id, fire_at), = fx.timers
+    assert timer_id == 1 and fire_at == t0 + timedelta(seconds=2 + 5)
+
+    result, fx = episode(3, [p.event_raised(p.history_time(t0), "Go", json.dumps("yes"))])
+    assert result["isDone"] and result["output"] == [1, "yes"]
+    assert fx.cancelled_timers == [1] and fx.history == [] and fx.activities == []
+
+
+def _call(handle, document):
+    try:
+        return handle(document), None
+    except Exception as exc:  # the SDK reports orchestrator failures by raising
+        return None, exc
+
+
+def test_cancelled_timers_are_found_by_their_column_also_in_an_older_hub(tmp_path):
+    """Schema 3 names a timer's inbox row by its id; a hub from schema 2 gets it filled in."""
+    from devhost import protocol as p
+    from devhost.store import Store
+
+    path = tmp_path / "old.sqlite"
+    store = Store(path)
+    store.close()
+    con = sqlite3.connect(path, isolation_level=None)
+    fired = json.dumps(p.timer_fired("t", 7, "t"))
+    con.execute("INSERT INTO inbox (instance_id, execution_id, event, visible_at) "
+                "VALUES ('i1', 'x1', ?, 0)", (fired,))
+    con.execute("DROP INDEX inbox_timer")  # back to the inbox of schema 2
+    con.execute("ALTER TABLE inbox DROP COLUMN timer_id")
+    con.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    con.close()
+    store = Store(path)
+    with store.transaction():
+        store.add_inbox("i1", "x1", json.dumps(p.timer_fired("t", 8, "t")), 0, timer_id=8)
+        store.add_inbox("i1", "x1", json.dumps(p.event_raised("t", "Go", None)), 0)
+    with store.transaction():
+        store.delete_timer("i1", 7)
+        store.delete_timer("i1", 8)
+    assert [json.loads(r["event"])["EventType"] for r in store.inbox("i1")] == [
+        p.EventType.EventRaised]
+    store.close()
