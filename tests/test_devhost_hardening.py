@@ -560,3 +560,12 @@ def test_cancelled_timers_are_found_by_their_column_also_in_an_older_hub(tmp_pat
     assert [json.loads(r["event"])["EventType"] for r in store.inbox("i1")] == [
         p.EventType.EventRaised]
     store.close()
+
+
+def test_function_timeout_bounds_http_functions_too(devhost_factory):
+    host = devhost_factory("timeouts").start()
+    assert host.request("GET", "/api/nap/0.01").text == "rested"
+    r = host.request("GET", "/api/nap/30")  # functionTimeout is 0.5 s in this app
+    assert r.status == 500 and r.body == b""
+    assert "Executed 'Functions.nap_http' (Failed, Id=" in host.log()
+    assert "TimeoutError" in host.log()
