@@ -111,8 +111,8 @@ class RequestGuard:
 
     def host_allowed(self, host_header: str) -> bool:
         """Our own names, and any IP literal (rebinding needs a name the attacker owns)."""
-        if self.any_host:
-            return True
+        if self.any_host or not host_header.strip():
+            return True  # no Host at all (HTTP/1.0 probes) is no browser's request
         name = _host_name(host_header)
         if name is None:
             return False

@@ -292,6 +292,8 @@ def test_a_foreign_host_name_is_refused(host):
     for name in ("localhost", "127.0.0.1", "[::1]"):
         r = host.request("GET", "/admin/host/status", headers={"Host": f"{name}:{host.port}"})
         assert r.status == 200, (name, r)
+    answer = raw_request(host.port, b"GET /admin/host/status HTTP/1.0\r\n\r\n")  # no Host
+    assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer[:80]
 
 
 def test_a_cross_site_post_is_refused_and_starts_nothing(host):
