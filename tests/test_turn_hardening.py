@@ -294,3 +294,76 @@ def test_a_queued_turn_continues_as_new_instead_of_growing():
     waits = [json.loads(a["input"]) for step in state["actions"] for a in step
              if a.get("actionType") == 7]
     assert len(waits) == RECHECKS_PER_EXECUTION
+
+
+# -- 4. The TTL reaper never takes a thread in use, and follows changed settings ---------------
+
+def reaper_status(host) -> dict:
+    doc = host.request("GET", f"{W}/instances/thread-reaper").json() or {}
+    custom = doc.get("customStatus")
+    return custom if isinstance(custom, dict) else {}
+
+
+@pytest.mark.timeout(120)
+def test_the_reaper_keeps_a_thread_whose_turn_outlives_the_ttl(llm, tmp_path):
+    host = DevhostProcess(ROOT, tmp_path / "ttl-live.sqlite", app_env(
+        llm, THREAD_TTL_HOURS=str(1.5 / 3600), THREAD_TTL_CHECK_SECONDS="0.3"))
+    host.start()
+    try:
+        idle = new_thread(host, "soon idle")
+        busy_thread = new_thread(host, "busy soon")
+        llm.script(sleep(10))  # the next turn runs across several cutoffs
+        busy = host.request("POST", f"{RUN}?thread_id={busy_thread}&wait_for_response=false",
+                            "a long turn", TEXT)
+        busy_key = busy_thread.rsplit("@", 1)[1]
+        llm.wait_for_requests(3, timeout=20)
+        # a round found the busy thread past its TTL and kept it (the entity refused)
+        wait_until(lambda: busy_key in reaper_status(host).get("kept_in_use", []), timeout=60)
+        assert host.request("GET", f"{THREADS}/{idle}").status == 404  # idle ones still go
+        doc = wait_for_status(host, busy.json()["id"], timeout=60)
+        assert doc["runtimeStatus"] == "Completed", doc
+        assert doc["output"]["reply"] == "echo: a long turn [messages=4]"
+        assert doc["output"]["thread_messages"] == 4
+    finally:
+        host.kill()
+
+
+@pytest.mark.timeout(120)
+def test_changed_ttl_settings_reach_the_running_reaper(llm, tmp_path):
+    db = tmp_path / "ttl-change.sqlite"
+    host = DevhostProcess(ROOT, db, app_env(llm, THREAD_TTL_HOURS="1000",
+                                            THREAD_TTL_CHECK_SECONDS="3600"))
+    host.start()
+    old = new_thread(host, "kept for a thousand hours")
+    wait_until(lambda: reaper_status(host).get("settings", {}).get("ttl_seconds") == 3.6e6)
+    host.kill()
+    host = DevhostProcess(ROOT, db, app_env(llm, THREAD_TTL_HOURS=str(1 / 3600),
+                                            THREAD_TTL_CHECK_SECONDS="0.3"), port=host.port)
+    host.start()
+    try:
+        new_thread(host, "the first request after the restart wakes the reaper")
+        wait_until(lambda: host.request("GET", f"{THREADS}/{old}").status == 404, timeout=30)
+        assert reaper_status(host)["settings"]["ttl_seconds"] == 1.0
+    finally:
+        host.kill()
+
+
+# -- 8. Finished turn histories are purged after TURN_HISTORY_RETENTION_HOURS -------------------
+
+@pytest.mark.timeout(120)
+def test_finished_turn_histories_are_purged_after_the_retention(llm, tmp_path):
+    host = DevhostProcess(ROOT, tmp_path / "retention.sqlite", app_env(
+        llm, TURN_HISTORY_RETENTION_HOURS=str(1 / 3600), THREAD_TTL_CHECK_SECONDS="0.3"))
+    host.start()
+    try:
+        thread_id = new_thread(host, "one")
+        assert host.request("POST", f"{RUN}?thread_id={thread_id}", "two", TEXT).status == 200
+        key = thread_id.rsplit("@", 1)[1]
+        assert len(instances(host, f"turn-{key}-")) == 2
+        wait_until(lambda: instances(host, f"turn-{key}-") == [], timeout=30)
+        doc = host.request("GET", f"{THREADS}/{thread_id}").json()
+        assert [m["content"] for m in doc["messages"] if m["role"] == "user"] == ["one", "two"]
+        assert reaper_status(host)["turn_histories_purged"] >= 0
+        assert host.request("GET", f"{W}/instances/thread-reaper").status in (200, 202)
+    finally:
+        host.kill()
