@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 import socket
 import time
 
@@ -641,3 +642,30 @@ def test_a_bad_response_format_is_refused_before_sending(openai_server):
     result = call_llm_impl({**make_request("x"), "response_format": bad})
     assert result["ok"] is False and "is not a valid JSON Schema" in result["error"]["message"]
     assert openai_server.requests == []
+
+
+def test_check_response_format_normalises_and_explains():
+    from core.structured import check_response_format
+
+    assert check_response_format({"type": "json_object"}) == {"type": "json_object"}
+    assert check_response_format({"type": "json_schema", "json_schema": {
+        "name": "p", "schema": {"type": "object"}}}) == {"type": "json_schema", "json_schema": {
+            "name": "p", "schema": {"type": "object"}, "strict": False}}
+    cases = [
+        ("json", "must be an object"),
+        ({"type": "text"}, "must be 'json_schema' or 'json_object'"),
+        ({"type": "json_schema"}, "json_schema must be an object"),
+        ({"type": "json_schema", "json_schema": {"schema": {}}}, "name must be 1-64"),
+        ({"type": "json_schema", "json_schema": {"name": "p"}}, "schema must be a JSON Schema object"),
+        ({"type": "json_schema", "json_schema": {"name": "p", "schema": {
+            "type": "object", "properties": {"a": {"type": "strin"}}}}},
+         "is not a valid JSON Schema at 'properties/a/type'"),
+        ({"type": "json_schema", "json_schema": {"name": "p", "schema": {}, "strict": "yes"}},
+         "strict must be true or false"),
+        ({"type": "json_schema", "json_schema": {"name": "p", "schema": {}, "extra": 1}},
+         "unknown keys in response_format.json_schema: ['extra']"),
+        ({"type": "json_object", "schema": {}}, "takes no other keys"),
+    ]
+    for value, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_response_format(value)
