@@ -3,6 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.llm import bp as llm_activity
+from activities.tools import bp as tool_activities
 from activities.turns import bp as turn_activities
 from api.approvals import bp as approvals_api
 from api.health import bp as health_api
@@ -16,6 +17,6 @@ from orchestrators.housekeeping import bp as housekeeping_orchestrators
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (run_api, thread_api, health_api, openapi_api, turn_orchestrators,
-                  llm_activity, turn_activities, thread_entities, thread_index_entity,
-                  housekeeping_orchestrators, approvals_api):
+                  llm_activity, tool_activities, turn_activities, thread_entities,
+                  thread_index_entity, housekeeping_orchestrators, approvals_api):
     app.register_functions(blueprint)
