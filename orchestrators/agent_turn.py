@@ -192,7 +192,13 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
                     decided.append({"id": c["id"], **decisions[c["id"]]})
             break
         call_id = next(i for i, task in events.items() if task == winner)
-        data = winner.result if isinstance(winner.result, dict) else {}
+        data = winner.result
+        if isinstance(data, str):  # the client may send the event data as JSON text
+            try:
+                data = json.loads(data)
+            except ValueError:
+                data = {}
+        data = data if isinstance(data, dict) else {}
         decisions[call_id] = {"approved": data.get("approved") is True,
                               "reason": str(data.get("reason") or ""),
                               "by": str(data.get("by") or "anonymous"), "at": now,
