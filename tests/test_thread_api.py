@@ -153,7 +153,7 @@ def test_openapi_document_matches_what_the_routes_answer(agent_host):
             if "{name}" in template:
                 assert unknown.status == 404 and "404" in operation["responses"]
             checked += 1
-    assert checked == 8
+    assert checked == 9
 
 
 def test_long_threads_are_archived_and_still_read_back_whole(llm, tmp_path):
