@@ -86,7 +86,7 @@ async def run_tool(name: str, call) -> object:
 
 
 def _register(name: str) -> None:
-    async def handler(call):
+    async def handler(call: dict):  # annotated like call_llm: the worker checks trigger params
         return await run_tool(name, call)
 
     handler.__name__ = handler.__qualname__ = name

@@ -30,6 +30,7 @@ import enum
 import importlib
 import inspect
 import json
+import os
 import pkgutil
 import re
 import threading
@@ -42,7 +43,7 @@ import jsonschema
 
 TOOLS_PACKAGE = "tools"
 IDEMPOTENCY_PARAMETER = "idempotency_key"
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a Python name the model accepts
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")  # a Function name and a model tool name
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_FIRST_RETRY_MS = 1000
@@ -124,7 +125,8 @@ def build_spec(func: Callable, *, name: str | None = None, description: str | No
         raise ToolDefinitionError(f"@tool needs a function, got {func!r}")
     tool_name = name or func.__name__
     if not NAME_PATTERN.match(tool_name):
-        raise ToolDefinitionError(f"tool name {tool_name!r} must be 1-64 letters, digits or '_'")
+        raise ToolDefinitionError(f"tool name {tool_name!r} must be 1-64 letters, digits or '_', "
+                                  "starting with a letter")
     if not isinstance(timeout_seconds, (int, float)) or isinstance(timeout_seconds, bool) \
             or timeout_seconds <= 0:
         raise ToolDefinitionError(f"tool '{tool_name}': timeout_seconds must be a positive number")
@@ -349,7 +351,9 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 
 
 def load_tools(package: str = TOOLS_PACKAGE) -> dict[str, ToolSpec]:
-    """Import every module of the `tools` package (once) and return the registry.
+    """Import every module of the `tools` package (once), plus the modules named in the
+    TOOLS_MODULES setting (comma-separated dotted names, e.g. test-only tools), and return the
+    registry.
 
     No `tools` package is fine (an app without tools); a module that fails to import fails the
     start with its own error, as any other import of the app would.
@@ -357,6 +361,9 @@ def load_tools(package: str = TOOLS_PACKAGE) -> dict[str, ToolSpec]:
     global _loaded
     if _loaded and package == TOOLS_PACKAGE:
         return registry()
+    for extra in (os.environ.get("TOOLS_MODULES") or "").split(","):
+        if extra.strip():
+            importlib.import_module(extra.strip())
     try:
         root = importlib.import_module(package)
     except ModuleNotFoundError as exc:

@@ -47,7 +47,7 @@ Default answer (when no scripted behaviour is queued): a deterministic
 where N counts every message received (system prompt and history
 included), so end-to-end tests can see that the history reached the model.
 
-Run standalone: ``python tests/fake_openai.py --port 8089``.
+Run standalone: ``python tests/fake_openai.py --port 8089 [--chunk-delay 0.05]``.
 """
 
 from __future__ import annotations
@@ -511,20 +511,31 @@ class FakeOpenAI:
                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
             return {**base, "choices": choices, **extra}
 
+        include_usage = bool(((record.body or {}).get("stream_options") or {}).get("include_usage"))
+        if include_usage:
+            base["usage"] = None  # as the API does: null on every chunk but the last
         if choice is not None:
             message = choice["message"]
-            events.append((chunk({"role": "assistant", "content": "", "refusal": None}), None))
-            for piece in _pieces(message.get("content") or ""):
+            calls = message.get("tool_calls") or []
+            text = message.get("content") or ""
+            opening = {"role": "assistant", "content": "" if text or not calls else None,
+                       "refusal": None}
+            if text or not calls:
+                events.append((chunk(opening), None))
+            for piece in _pieces(text):
                 events.append((chunk({"content": piece}), piece))
-            for index, call in enumerate(message.get("tool_calls") or []):
-                events.append((chunk({"tool_calls": [{
+            for index, call in enumerate(calls):
+                first = {"tool_calls": [{
                     "index": index, "id": call["id"], "type": "function",
-                    "function": {"name": call["function"]["name"], "arguments": ""}}]}), None))
+                    "function": {"name": call["function"]["name"], "arguments": ""}}]}
+                if index == 0 and not text:  # a tools-only reply opens with its first call
+                    first = {**opening, **first}
+                events.append((chunk(first), None))
                 for fragment in _fragments(call["function"]["arguments"]):
                     events.append((chunk({"tool_calls": [{
                         "index": index, "function": {"arguments": fragment}}]}), None))
             events.append((chunk({}, choice["finish_reason"]), None))
-        if ((record.body or {}).get("stream_options") or {}).get("include_usage"):
+        if include_usage:
             events.append((chunk(None, usage=completion["usage"]), None))
         try:
             for number, (event, piece) in enumerate(events):
@@ -598,8 +609,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the fake OpenAI-compatible server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--chunk-delay", type=float, default=0.0,
+                        help="seconds between streamed chunks (a slow model)")
     args = parser.parse_args()
-    with FakeOpenAI(args.host, args.port) as server:
+    default = streamed(chunk_delay=args.chunk_delay) if args.chunk_delay else None
+    with FakeOpenAI(args.host, args.port, default=default) as server:
         print(f"OPENAI_BASE_URL={server.base_url}  AZURE_OPENAI_ENDPOINT={server.url}", flush=True)
         try:
             while True:
