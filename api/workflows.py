@@ -46,11 +46,12 @@ def parse_input(req: func.HttpRequest, schema: dict) -> dict:
         raise Problem(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise Problem(400, "invalid_input", "the body must be a JSON object")
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(data))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "input"
-        raise Problem(400, "invalid_input", f"{where}: {error.message}")
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+                    key=jsonschema.exceptions.relevance)
+    if errors:
+        raise Problem(400, "invalid_input", "; ".join(
+            f"{'/'.join(str(p) for p in e.absolute_path) or 'input'}: {e.message}"
+            for e in errors[:3]))
     return data
 
 
