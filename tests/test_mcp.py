@@ -194,3 +194,20 @@ def test_azure_style_tools_get_the_extension_context(mcp_app_host):
     assert context["clientinfo"]["name"]
     assert failed.is_error and "explode" in failed.content[0].text
     assert "boom" in mcp_app_host.log()  # the traceback is on the console
+
+
+def test_a_turn_waiting_for_approval_says_so_and_how_to_decide(agent_host, llm):
+    from tests.fake_openai import tool_call, tool_calls
+    llm.script(tool_calls(tool_call("refund_order", {"order_id": "A1001", "amount": 10.0,
+                                                     "reason": "late"})))
+
+    async def scenario():
+        async with session(agent_host.base) as client:
+            return await client.call_tool("MyDurableAgent", {"message": "refund A1001"})
+
+    result = run(scenario())
+    assert not result.is_error
+    assert result.structured_content["status"] == "waiting_for_approval"
+    pending, = result.structured_content["pending"]
+    assert pending["tool"] == "refund_order" and pending["approve_url"] in result.content[0].text
+    assert result.structured_content["thread_id"].startswith("@dafx-mydurableagent@")
