@@ -215,3 +215,12 @@ def test_a_crash_mid_workflow_never_doubles_a_turn(llm, tmp_path):
     finally:
         host.kill()
         llm.default = Behaviour()
+
+
+def test_a_failed_panellist_names_that_panellist_and_the_judge_is_not_asked(agent_host, model):
+    model.default = answering({"skeptic": unauthorized()})
+    r = agent_host.request("POST", "/api/workflows/panel/run", {"question": "Go?"})
+    assert r.status == 502, r
+    error = r.json()["error"]
+    assert error["step"] == "skeptic" and error["kind"] == "auth"
+    assert requests_for(model, "judge") == []
