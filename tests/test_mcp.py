@@ -294,3 +294,15 @@ def test_the_bridge_streams_both_ways_and_reports_a_disconnect():
     assert scope["method"] == "POST" and scope["path"] == "/echo"
     assert scope["query_string"] == b"x=1" and scope["root_path"] == "/mounted"
     assert (b"x-custom", b"v") in scope["headers"]
+
+
+def test_over_legacy_sse_the_context_names_the_sse_transport(mcp_app_host):
+    async def scenario():
+        async with sse_client(mcp_app_host.base + MCP + "/sse") as streams:
+            async with ClientSession(streams[0], streams[1]) as client:
+                await client.initialize()
+                return await client.call_tool("echo_context", {"text": "via sse"})
+
+    context = json.loads(run(scenario()).content[0].text)
+    assert context["arguments"] == {"text": "via sse"}
+    assert context["transport"]["name"] == "http-sse"
