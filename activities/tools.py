@@ -39,7 +39,7 @@ def _input(call) -> dict:
             call = None
     if not isinstance(call, dict):
         raise ToolError("bad_request", "a tool activity's input must be an object "
-                        "{call_id, arguments, turn_id, thread_id}")
+                        "{call_id, arguments, turn_id, thread_id}", status=500)
     return call
 
 

@@ -222,7 +222,9 @@ def json_schema_for(hint: Any) -> dict:
             inner = json_schema_for(members[0])
             if not nullable:
                 return inner
-            if isinstance(inner.get("type"), str) and "enum" not in inner:
+            if isinstance(inner.get("type"), str):
+                if "enum" in inner:
+                    return {**inner, "type": [inner["type"], "null"], "enum": inner["enum"] + [None]}
                 return {**inner, "type": [inner["type"], "null"]}
             return {"anyOf": [inner, {"type": "null"}]}
         options = [json_schema_for(m) for m in members] + ([{"type": "null"}] if nullable else [])
@@ -427,10 +429,10 @@ def check_arguments(spec: ToolSpec, arguments: Any) -> str | None:
     if not isinstance(arguments, dict):
         return f"the arguments must be an object, not {type(arguments).__name__}"
     validator = jsonschema.validators.validator_for(spec.parameters)(spec.parameters)
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    errors = list(validator.iter_errors(arguments))
     if not errors:
         return None
-    first = errors[0]
+    first = jsonschema.exceptions.best_match(errors)
     where = "/".join(str(p) for p in first.absolute_path)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return (f"{where}: {first.message}" if where else first.message) + more
