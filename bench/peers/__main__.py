@@ -144,15 +144,23 @@ def report(all_figures: list[dict], versions: dict, args, load_before: float) ->
             over = f"**{over}**"
         lines.append(f"| {labels[f['system']]} | {ms(p50)} | {over} | "
                      f"{ms(pct(f['latency'], .99))} | {f['turns_per_second']:.0f} |")
-    lines += ["", f"per-turn cost from turn 1 to turn {args.growth} on one thread "
-                  "(mean of the first 10 turns -> mean of the last 10):"]
+    lines += ["", f"per-turn cost from turn 1 to turn {args.growth} on one thread (median of the first "
+                  "10 turns -> median of the last 10; then the same minus the baseline's, i.e. the "
+                  "growth of the durability overhead alone):"]
+    base_growth = base["growth"] if base and len(base["growth"]) >= 20 else None
     for f in all_figures:
         g = f["growth"]
-        if len(g) >= 20:
-            head, tail = statistics.mean(g[:10]), statistics.mean(g[-10:])
-            lines.append(f"  {labels[f['system']].strip('*'):55} {head:6.1f} ms -> {tail:6.1f} ms"
-                         f"  ({tail / head:.2f}x; the model was sent "
-                         f"{f['growth_messages_seen']} messages at turn {len(g)})")
+        if len(g) < 20:
+            continue
+        head, tail = statistics.median(g[:10]), statistics.median(g[-10:])
+        line = (f"  {labels[f['system']].strip('*'):50} {head:6.1f} -> {tail:6.1f} ms "
+                f"({tail / head:5.2f}x)")
+        if base_growth and f["system"] != "baseline":
+            over_head = head - statistics.median(base_growth[:10])
+            over_tail = tail - statistics.median(base_growth[-10:])
+            line += f"   over baseline {over_head:+6.1f} -> {over_tail:+6.1f} ms"
+        line += f"   [model sent {f['growth_messages_seen']} messages at turn {len(g)}]"
+        lines.append(line)
     lines += ["", f"under the {args.concurrency}-thread load: latency p50 / p99, and CPU per "
                   "turn (server process tree / fake model / load generator):"]
     for f in all_figures:

@@ -5,6 +5,8 @@ most inclusive time (anywhere on the stack, counted once per sample).
     python -m bench.peers.profile_summary bench/results/devhost.pyspy.txt [--top 30] [--grep S]
 
 `--children FUNC` splits one function's samples by what it calls (e.g. `Engine._entity_batch`).
+`--callers FUNC --within devhost/` splits one function's samples by its nearest caller whose
+text contains `devhost/` (who pays for the JSON, the commits).
 `--grep` keeps only samples whose stack contains S (e.g. `call_llm`) to see inside one path.
 Percentages are of all samples kept; at `--rate R`, samples / R = seconds of that thread busy.
 """
@@ -48,6 +50,22 @@ def children(path: Path, name: str, top: int = 20) -> str:
     return "\n".join(out)
 
 
+def callers(path: Path, name: str, within: str, top: int = 20) -> str:
+    """Who spends the samples of `name` (innermost occurrence): the nearest frame above it whose
+    text contains `within` (e.g. `devhost/` to name the engine or store function)."""
+    above, total = Counter(), 0
+    for _, frames, count in load(path, name):
+        at = max((i for i, f in enumerate(frames) if f.startswith(name)), default=None)
+        if at is None:
+            continue
+        total += count
+        caller = next((f for f in reversed(frames[:at]) if within in f), "(none)")
+        above[caller] += count
+    out = [f"{total} samples in {name!r}; split by the nearest caller matching {within!r}:"]
+    out += [f"  {n:7d} {n / total:6.1%}  {f}" for f, n in above.most_common(top)] if total else []
+    return "\n".join(out)
+
+
 def summarise(path: Path, top: int = 30, grep: str | None = None) -> str:
     threads, own, inclusive = Counter(), Counter(), Counter()
     total = 0
@@ -78,9 +96,16 @@ def main() -> None:
     parser.add_argument("--grep")
     parser.add_argument("--children", metavar="FUNC",
                         help="split FUNC's samples by the function it calls")
+    parser.add_argument("--callers", metavar="FUNC",
+                        help="split FUNC's samples by its nearest caller matching --within")
+    parser.add_argument("--within", default="devhost/")
     args = parser.parse_args()
-    print(children(args.file, args.children, args.top) if args.children
-          else summarise(args.file, args.top, args.grep))
+    if args.callers:
+        print(callers(args.file, args.callers, args.within, args.top))
+    elif args.children:
+        print(children(args.file, args.children, args.top))
+    else:
+        print(summarise(args.file, args.top, args.grep))
 
 
 if __name__ == "__main__":
