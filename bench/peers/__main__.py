@@ -97,6 +97,7 @@ def measure(chosen: list[systems.System], args, app_python: str, peer_python: st
             }
             if hub is not None:
                 figure["timeline"] = timeline.turn_timeline(hub, results.latency)
+                figure["timeline_loaded"] = timeline.turn_timeline(hub, results.concurrent)
             if args.profile and system.key == args.profile_system:
                 figure["profile"] = profile(server.pid, base, args)
             figures.append(figure)
@@ -173,7 +174,10 @@ def report(all_figures: list[dict], versions: dict, args, load_before: float) ->
                   "latency alike, measured interleaved; CPU per turn does not depend on it)"]
     app = next((f for f in all_figures if f["system"] == "app"), None)
     if app and app.get("timeline"):
-        lines += ["", timeline.describe(app["timeline"])]
+        lines += ["", timeline.describe(app["timeline"], "one sequential turn")]
+    if app and app.get("timeline_loaded"):
+        lines += ["", timeline.describe(app["timeline_loaded"],
+                                        f"one turn under the {args.concurrency}-thread load")]
     for f in all_figures:
         if f.get("profile"):
             lines += ["", f"py-spy profile of {f['system']} under the same {args.concurrency}-thread "

@@ -7,6 +7,7 @@ most inclusive time (anywhere on the stack, counted once per sample).
 `--children FUNC` splits one function's samples by what it calls (e.g. `Engine._entity_batch`).
 `--callers FUNC --within devhost/` splits one function's samples by its nearest caller whose
 text contains `devhost/` (who pays for the JSON, the commits).
+`--breakdown` sorts the samples into devhost's jobs (episodes, entity batches, HTTP, activities).
 `--grep` keeps only samples whose stack contains S (e.g. `call_llm`) to see inside one path.
 Percentages are of all samples kept; at `--rate R`, samples / R = seconds of that thread busy.
 """
@@ -66,6 +67,35 @@ def callers(path: Path, name: str, within: str, top: int = 20) -> str:
     return "\n".join(out)
 
 
+# devhost's jobs, for --breakdown: the first rule whose every fragment is on the stack wins.
+JOBS = [
+    ("episode: SDK orchestrator code (replay, actions)", ("Engine._episode", "_call_handle")),
+    ("episode: commit (Store.* + SQLite COMMIT)", ("Engine._commit_episode",)),
+    ("episode: the rest (load, decide, documents)", ("Engine._episode",)),
+    ("entity batch: SDK entity code (state (de)serialised)", ("Engine._entity_batch",
+                                                               "_call_handle")),
+    ("entity batch: the rest (load, commit)", ("Engine._entity_batch",)),
+    ("HTTP /api trigger: the app's function, SDK client calls", ("handle_trigger",)),
+    ("HTTP management API (the SDK client's loopback calls)", ("RequestHandler._handle_request",)),
+    ("activity call_llm (threads; openai client)", ("call_llm",)),
+    ("activity threads: idle/hand-off", ("concurrent/futures/thread.py",)),
+    ("pacing and waking", ("Engine._paced_episode",)),
+    ("event loop: the rest (selector, callbacks, client sockets)", ("asyncio/",)),
+]
+
+
+def breakdown(path: Path) -> str:
+    jobs, total = Counter(), 0
+    for _, frames, count in load(path, None):
+        total += count
+        stack = ";".join(frames)
+        jobs[next((name for name, parts in JOBS if all(p in stack for p in parts)),
+                  "other")] += count
+    out = [f"{total} samples by devhost job:"]
+    out += [f"  {n:7d} {n / total:6.1%}  {name}" for name, n in jobs.most_common()]
+    return "\n".join(out)
+
+
 def summarise(path: Path, top: int = 30, grep: str | None = None) -> str:
     threads, own, inclusive = Counter(), Counter(), Counter()
     total = 0
@@ -99,8 +129,11 @@ def main() -> None:
     parser.add_argument("--callers", metavar="FUNC",
                         help="split FUNC's samples by its nearest caller matching --within")
     parser.add_argument("--within", default="devhost/")
+    parser.add_argument("--breakdown", action="store_true", help="samples by devhost job")
     args = parser.parse_args()
-    if args.callers:
+    if args.breakdown:
+        print(breakdown(args.file))
+    elif args.callers:
         print(callers(args.file, args.callers, args.within, args.top))
     elif args.children:
         print(children(args.file, args.children, args.top))

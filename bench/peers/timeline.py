@@ -54,8 +54,8 @@ def turn_timeline(hub: Path, records: list) -> dict:
             "completed_ms": [row[-2][1] for row in same]}
 
 
-def describe(t: dict) -> str:
-    lines = [f"this app, one sequential turn as the task hub recorded it (median of {t['turns']} "
+def describe(t: dict, what: str) -> str:
+    lines = [f"this app, {what} as the task hub recorded it (median of {t['turns']} "
              f"of {t['of']} turns with the same history shape; ms after the POST left; "
              f"{t['episodes']} orchestrator episodes):"]
     previous = 0.0
