@@ -472,7 +472,8 @@ function instanceView(id, query) {
   async function load() {
     let answer;
     try {
-      answer = await api(instanceUrl(id, "?showHistory=true&showHistoryOutput=true"));
+      // the Timeline tab reads its events from the timeline endpoint: no history needed here
+      answer = await api(instanceUrl(id, tab === "history" ? "?showHistory=true&showHistoryOutput=true" : ""));
     } catch (err) {
       if (err.status === 404) return null;
       throw err;
@@ -504,7 +505,8 @@ function instanceView(id, query) {
     const events = Array.isArray(doc.historyEvents) ? doc.historyEvents : [];
     const started = parseTime(events.find((e) => e.EventType === "ExecutionStarted")?.Timestamp);
     const finished = parseTime(events.find((e) => e.EventType === "ExecutionCompleted" || e.EventType === "ExecutionTerminated")?.Timestamp);
-    const duration = started !== null && finished !== null ? finished - started : instanceDuration(doc);
+    const duration = started !== null && finished !== null ? finished - started
+      : tl && tl.finished ? tl.end - tl.start : instanceDuration(doc);
     const shownDuration = TERMINAL.has(doc.runtimeStatus) ? fmtDuration(duration)
       : `${fmtCoarse(instanceDuration(doc))} so far`;
     const { name, instanceId, runtimeStatus, createdTime, lastUpdatedTime } = doc;
@@ -692,6 +694,7 @@ live.refresh = () => refreshView();
 window.addEventListener("hashchange", () => render());
 updateToggle();
 loadHub();
-// The cursor is taken before the first render, so nothing written in between is missed.
-api(`${DASH}/changes`).then(({ data }) => { cursor = data.cursor; lastTotal = data.total; }, () => {})
-  .finally(() => render().then(() => setTimeout(poll, LIVE_MS)));
+// The cursor is asked for before the first view's reads (requests go out in order), so nothing
+// written in between is missed; the first paint does not wait for it.
+const first = api(`${DASH}/changes`).then(({ data }) => { cursor = data.cursor; lastTotal = data.total; }, () => {});
+Promise.all([first, render()]).then(() => setTimeout(poll, LIVE_MS));
