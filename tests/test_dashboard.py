@@ -388,6 +388,11 @@ def test_master_key_prompt_when_keys_are_enforced(devhost_factory, tmp_path, pag
     page.get_by_label("Master key").fill("dashboard-master-key")
     page.get_by_role("button", name="Use key").click()
     expect(row_of(page, instance_id)).to_have_count(1)
+    # the dashboard's own read endpoints need the key as well
+    r = host.request("GET", "/_devhost/api/instances")
+    assert r.status == 401 and r.json()["error"]["code"] == "unauthorized", r
+    r = host.request("GET", "/_devhost/api/instances", None, {"x-functions-key": "dashboard-master-key"})
+    assert r.status == 200 and r.json()["total"] == 1, r
     # ?code= on the address works too, and is dropped from the address bar
     fresh = page.context.new_page()
     fresh.goto(f"{host.base}/_devhost/?code=dashboard-master-key#/instances")
@@ -597,6 +602,25 @@ def test_list_filters_live_in_the_url(patterns_host, page):
     assert r.status == 400 and "ISO 8601" in r.json()["error"]["message"], r
     r = host.request("GET", "/_devhost/api/changes?since=nan")
     assert r.status == 400, r
+
+
+def test_changes_feed_reports_what_was_written_since_the_cursor(patterns_host):
+    """The live updates' source: a cursor, then exactly the instances and entities written
+    after it (the page refreshes only when its own data is among them)."""
+    host = patterns_host
+    first = host.request("GET", "/_devhost/api/changes").json()
+    assert first["instances"] == [] and first["total"] == 0
+    cursor = first["cursor"]
+    quiet = host.request("GET", f"/_devhost/api/changes?since={cursor}").json()
+    assert quiet["instances"] == [] and quiet["entities"] == [] and quiet["cursor"] == cursor
+    done = wait_for_status(host, start_with_input(host, "counting", "feed"))["instanceId"]
+    changed = host.request("GET", f"/_devhost/api/changes?since={cursor}").json()
+    assert done in [c["instanceId"] for c in changed["instances"]]
+    assert "@counter@feed" in changed["entities"]
+    assert changed["total"] == 1 and float(changed["cursor"]) > float(cursor)
+    after = host.request("GET", f"/_devhost/api/changes?since={changed['cursor']}").json()
+    assert after["instances"] == [] and after["entities"] == []
+    assert host.request("GET", "/_devhost/api/nothing").json()["error"]["status"] == 404
 
 
 # ----------------------------------------------------------------------------------------------
