@@ -227,7 +227,10 @@ def build_timeline(row: dict, events: list[dict], now_ms: float) -> dict:
                     item.update(status="completed", output=result)
                 episode_events.append(item)
                 continue
-            by = data.get("by") if isinstance(data, dict) else None
+            # The Python SDK's raise_event JSON-encodes the data twice (the orchestrator gets a
+            # string, as in Azure): look inside such a string for who raised it.
+            inner = _decode(data) if isinstance(data, str) else data
+            by = inner.get("by") if isinstance(inner, dict) else None
             add("event", idle_since if idle_since is not None else at, name=name, input=None,
                 output=data, end=at, status="received", raisedBy=by if isinstance(by, str)
                 else None, raisedAt=e.get("Timestamp"))

@@ -36,9 +36,10 @@ function detailText(row) {
   if (row.kind === "signal") return `signal${row.input !== null && row.input !== undefined ? ` · input ${preview(row.input, 60)}` : ""}`;
   if (row.kind === "event") {
     if (row.status === "waiting") return `waiting${row.waitingFor ? ` for approval of ${row.waitingFor}` : ""}`;
-    if (out && typeof out === "object" && typeof out.approved === "boolean") {  // approval:<call_id>
-      return `${out.approved ? "approved" : "denied"}${row.raisedBy ? ` by ${row.raisedBy}` : ""}` +
-        `${out.reason ? ` · ${preview(out.reason, 60)}` : ""}`;
+    const data = unwrap(out);  // event data the SDK sent JSON-encoded twice reads as its value
+    if (data && typeof data === "object" && typeof data.approved === "boolean") {  // approval:<call_id>
+      return `${data.approved ? "approved" : "denied"}${row.raisedBy ? ` by ${row.raisedBy}` : ""}` +
+        `${data.reason ? ` · ${preview(data.reason, 60)}` : ""}`;
     }
     const by = row.raisedBy ? `raised by ${row.raisedBy}` : "received";
     return `${by}${row.output !== null && row.output !== undefined ? ` · ${preview(row.output, 60)}` : ""}`;
