@@ -140,10 +140,13 @@ function runningTurns(turns, threadId, key, onDecide) {
     const custom = doc.customStatus && typeof doc.customStatus === "object" ? doc.customStatus : {};
     const pending = Array.isArray(custom.pending) ? custom.pending : [];
     const turnId = doc.instanceId.slice(`${TURN_PREFIX}${key}-`.length);
+    const input = unwrap(doc.input);
     return h("li", { class: "turn-card" },
       h("div", { class: "turn-head" }, badge(doc.runtimeStatus), " ",
         link(route("instances", doc.instanceId), h("span", { class: "mono break" }, doc.instanceId)),
         custom.state ? h("span", { class: "tag" }, String(custom.state).replace(/_/g, " ")) : null),
+      input && typeof input === "object" && input.message
+        ? h("p", { class: "turn-message" }, h("span", { class: "d-key" }, "User"), " ", preview(input.message, 300)) : null,
       pending.length ? h("ul", { class: "approvals", "aria-label": "Pending approvals" }, pending.map((item) => {
         const reason = h("input", { type: "text", class: "approval-reason", placeholder: "reason (optional)",
           "aria-label": `Reason for ${item.tool}` });
@@ -194,7 +197,7 @@ export function threadView(name, key) {
   async function refresh() {
     let state = null;
     const running = api(`${API}/instances/?instanceIdPrefix=${encodeURIComponent(`${TURN_PREFIX}${key}-`)}` +
-      "&runtimeStatus=Running,Pending,Suspended&showInput=false");
+      "&runtimeStatus=Running,Pending,Suspended");
     try {
       state = (await api(entityUrl(name, key))).data;
     } catch (err) {
