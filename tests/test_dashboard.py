@@ -312,6 +312,14 @@ def test_raise_event_and_lifecycle_actions_from_the_detail_page(patterns_host, p
     terminated = page.get_by_role("region", name="History").locator("tbody tr",
                                                                      has_text="ExecutionTerminated")
     expect(terminated).to_contain_text("stopped from the dashboard")
+    # the timeline marks the suspension, the resumption and the termination with its reason
+    page.get_by_role("link", name="Timeline", exact=True).click()
+    marks = page.get_by_role("list", name="Lifecycle").locator("li")
+    expect(marks).to_have_count(3)
+    expect(marks.nth(0)).to_contain_text("suspended")
+    expect(marks.nth(1)).to_contain_text("resumed")
+    expect(marks.nth(2)).to_contain_text("terminated")
+    expect(marks.nth(2)).to_contain_text("stopped from the dashboard")
 
     # the API's refusal reaches the person: the page still shows Running (refresh paused)
     # while the instance was terminated behind its back
@@ -699,3 +707,4 @@ def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
             expect(page.get_by_label("Running orchestrations: 0")).to_be_visible()
         finally:
             host.kill()
+
