@@ -3,7 +3,9 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.llm import bp as llm_activity
+from activities.tools import bp as tool_activities
 from activities.turns import bp as turn_activities
+from api.approvals import bp as approvals_api
 from api.health import bp as health_api
 from api.openapi import bp as openapi_api
 from api.run import bp as run_api
@@ -11,8 +13,10 @@ from api.threads import bp as thread_api
 from entities.thread import bp as thread_entities
 from entities.thread_index import bp as thread_index_entity
 from orchestrators.agent_turn import bp as turn_orchestrators
+from orchestrators.housekeeping import bp as housekeeping_orchestrators
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (run_api, thread_api, health_api, openapi_api, turn_orchestrators,
-                  llm_activity, turn_activities, thread_entities, thread_index_entity):
+                  llm_activity, tool_activities, turn_activities, thread_entities,
+                  thread_index_entity, housekeeping_orchestrators, approvals_api):
     app.register_functions(blueprint)

@@ -56,15 +56,37 @@ def runtime_status(status) -> str | None:
     return status.runtime_status.value if status and status.runtime_status else None
 
 
+def waiting_for_approval(status) -> dict | None:
+    """The turn's custom status while it waits for a person, else None."""
+    custom = getattr(status, "custom_status", None) if status else None
+    if isinstance(custom, str):
+        try:
+            custom = json.loads(custom)
+        except ValueError:
+            return None
+    if isinstance(custom, dict) and custom.get("state") == "waiting_for_approval" \
+            and runtime_status(status) not in TERMINAL:
+        return custom
+    return None
+
+
+def absolute(req: func.HttpRequest, path: str) -> str:
+    """A path of this app as a URL on the host the request came to."""
+    base = req.url.split("/api/", 1)[0]
+    return base + path
+
+
 async def wait_for_instance(client: df.DurableOrchestrationClient, instance_id: str,
-                            timeout: float):
-    """Poll status with a back-off from 2 ms to 20 ms; the last status seen."""
+                            timeout: float, stop_when_waiting: bool = False):
+    """Poll status with a back-off from 2 ms to 20 ms; the last status seen. With
+    `stop_when_waiting`, a turn waiting for an approval ends the wait at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = FIRST_POLL_SECONDS
     while True:
         status = await client.get_status(instance_id)
-        if runtime_status(status) in TERMINAL or loop.time() + delay > deadline:
+        if runtime_status(status) in TERMINAL or loop.time() + delay > deadline \
+                or (stop_when_waiting and waiting_for_approval(status)):
             return status
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, MAX_POLL_SECONDS)

@@ -9,57 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import uuid
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities.errors import parse_error_text
+from core import settings
 from core.threads import format_thread_id, new_thread_key
-from orchestrators.agent_turn import REAPER_INSTANCE, REAPER_ORCHESTRATOR, TURN_ORCHESTRATOR
+from orchestrators.agent_turn import TURN_ORCHESTRATOR
+from orchestrators.housekeeping import ensure_housekeeping
 
-from .common import (agent_or_404, json_response, problem_response, read_thread,
-                     runtime_status, thread_key_or_error, wait_for_instance)
-from .turn_request import Problem, TurnRequest, parse_run_request
+from .common import (absolute, agent_or_404, json_response, problem_response, read_thread,
+                     runtime_status, thread_key_or_error, wait_for_instance,
+                     waiting_for_approval)
+from .turn_request import Problem, TurnRequest, parse_idempotency_key, parse_run_request
 
 bp = df.Blueprint()
 DEFAULT_WAIT_SECONDS = 30.0
 FAILURE_PREFIX = f"Orchestrator function '{TURN_ORCHESTRATOR}' failed: "
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6a1d3c52-4e0e-4a43-9a55-6b1d2b0c7a11")
 
 
 def turn_wait_seconds() -> float:
-    raw = os.environ.get("TURN_WAIT_SECONDS")
-    try:
-        return float(raw) if raw else DEFAULT_WAIT_SECONDS
-    except ValueError:
-        return DEFAULT_WAIT_SECONDS
-
-
-_reaper_running = False
-
-
-async def ensure_thread_reaper(client) -> None:
-    """With THREAD_TTL_HOURS set, make sure the clean-up orchestration runs (checked once per
-    process: it is an eternal orchestration with a fixed instance id)."""
-    global _reaper_running
-    hours = os.environ.get("THREAD_TTL_HOURS")
-    if _reaper_running or not hours:
-        return
-    ttl = float(hours) * 3600
-    every = float(os.environ.get("THREAD_TTL_CHECK_SECONDS") or min(3600.0, max(1.0, ttl / 4)))
-    if runtime_status(await client.get_status(REAPER_INSTANCE)) not in (
-            "Running", "Pending", "ContinuedAsNew", "Suspended"):
-        try:
-            await client.start_new(REAPER_ORCHESTRATOR, REAPER_INSTANCE,
-                                   {"ttl_seconds": ttl, "every_seconds": every})
-        except Exception:
-            if not runtime_status(await client.get_status(REAPER_INSTANCE)):
-                raise  # not a concurrent start by another request
-    _reaper_running = True
+    return settings.number("TURN_WAIT_SECONDS", DEFAULT_WAIT_SECONDS)
 
 
 def turn_instance_id(thread_key: str, turn_id: str) -> str:
@@ -68,13 +41,7 @@ def turn_instance_id(thread_key: str, turn_id: str) -> str:
 
 
 def idempotency_key(req: func.HttpRequest) -> str | None:
-    key = req.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not IDEMPOTENCY_KEY.match(key):
-        raise Problem(400, "invalid_idempotency_key", "Idempotency-Key must be 1-128 "
-                      "characters of letters, digits and . _ : ~ -")
-    return key
+    return parse_idempotency_key(req.headers.get("Idempotency-Key"))
 
 
 async def resolve_thread(client, agent, turn: TurnRequest, key: str | None) -> tuple[str, bool]:
@@ -106,12 +73,24 @@ def failure(output: object) -> Problem:
     return Problem(status, kind, message)
 
 
-def accepted_response(client, req: func.HttpRequest, instance_id: str,
-                      headers: dict) -> func.HttpResponse:
+def pending_list(req: func.HttpRequest, waiting: dict) -> list[dict]:
+    return [{**call, "approve_url": absolute(req, call["approve_url"])}
+            for call in waiting.get("pending", [])]
+
+
+def accepted_response(client, req: func.HttpRequest, instance_id: str, headers: dict,
+                      waiting: dict | None = None) -> func.HttpResponse:
+    """202 with the standard status URLs; a turn waiting for approval also lists its
+    pending calls and the URL to decide each."""
     check = client.create_check_status_response(req, instance_id)
     merged = {k: v for k, v in check.headers.items()}
     merged.update(headers)
-    return func.HttpResponse(check.get_body(), status_code=202, mimetype="application/json",
+    body = json.loads(check.get_body())
+    if waiting:
+        body.update({"status": "waiting_for_approval", "thread_id": headers["x-ms-thread-id"],
+                     "turn_id": headers["x-ms-turn-id"], "pending": pending_list(req, waiting),
+                     "expires_at": waiting.get("expires_at")})
+    return func.HttpResponse(json.dumps(body), status_code=202, mimetype="application/json",
                              headers=merged)
 
 
@@ -155,19 +134,22 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
         instance_id = turn_instance_id(thread_key, turn_id)
         thread_id = format_thread_id(agent.name, thread_key)
         headers = {"x-ms-thread-id": thread_id, "x-ms-turn-id": turn_id}
-        await start_turn(client, instance_id, {
-            "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
-            "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, key is not None)
+        turn_input = {"agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
+                      "message": turn.message, "turn_id": turn_id, "new_thread": is_new}
+        if turn.response_format is not None:
+            turn_input["response_format"] = turn.response_format
+        await start_turn(client, instance_id, turn_input, key is not None)
     except Problem as problem:
         return problem_response(problem)
 
     try:
-        await ensure_thread_reaper(client)
+        await ensure_housekeeping(client)
     except Exception:  # the clean-up must never cost a user their turn; retried next request
         logging.getLogger(__name__).exception("could not start the thread clean-up")
     if not turn.wait:
         return accepted_response(client, req, instance_id, headers)
-    status = await wait_for_instance(client, instance_id, turn_wait_seconds())
+    status = await wait_for_instance(client, instance_id, turn_wait_seconds(),
+                                     stop_when_waiting=True)
     runtime = runtime_status(status)
     if runtime == "Completed":
         return completed_response(status.output, turn, headers)
@@ -177,4 +159,4 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
         return problem_response(Problem(409, "turn_terminated",
                                         f"the turn was {runtime.lower()}: {status.output}"),
                                 headers)
-    return accepted_response(client, req, instance_id, headers)
+    return accepted_response(client, req, instance_id, headers, waiting_for_approval(status))

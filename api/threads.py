@@ -5,8 +5,11 @@
 - GET    /api/agents/{name}/threads/{thread_id}             one conversation, with totals
 - DELETE /api/agents/{name}/threads/{thread_id}             forget it (state + turn histories)
 - GET    /api/agents/{name}/threads/{thread_id}/turns/{turn_id}   one turn's status and result
+         (and, while it waits for a person, the calls pending approval)
 """
 from __future__ import annotations
+
+import asyncio
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -15,12 +18,13 @@ from activities.providers import describe_provider
 from core.agents import load_catalogue
 from core.threads import format_thread_id
 from entities.thread import THREAD_ARCHIVE_ENTITY, archive_key
-from entities.thread_index import THREAD_INDEX_ENTITY
-from orchestrators.agent_turn import DELETE_ORCHESTRATOR
+from entities.thread_index import index_entities
+from orchestrators.housekeeping import DELETE_ORCHESTRATOR
 
 from .common import (agent_or_404, json_response, problem_response, read_thread,
-                     runtime_status, thread_key_or_error, wait_for_instance)
-from .run import failure, turn_instance_id
+                     runtime_status, thread_key_or_error, wait_for_instance,
+                     waiting_for_approval)
+from .run import failure, pending_list, turn_instance_id
 from .turn_request import Problem
 
 bp = df.Blueprint()
@@ -46,10 +50,20 @@ async def full_history(client, agent, key: str, state: dict) -> list[dict]:
     return messages + state["messages"]
 
 
+def message_document(m: dict) -> dict:
+    doc = {"role": m["role"], "content": m["content"], "created_at": m.get("createdAt"),
+           "turn_id": m.get("turnId"), "usage": m.get("usage"), "model": m.get("model"),
+           "duration_ms": m.get("durationMs")}
+    for key in ("tool_calls", "tool_call_id", "name", "approval"):
+        if key in m:
+            doc[key] = m[key]
+    if m.get("output") is not None:
+        doc["output"] = m["output"]
+    return doc
+
+
 def thread_document(state: dict, all_messages: list[dict]) -> dict:
-    messages = [{"role": m["role"], "content": m["content"], "created_at": m.get("createdAt"),
-                 "turn_id": m.get("turnId"), "usage": m.get("usage"), "model": m.get("model"),
-                 "duration_ms": m.get("durationMs")} for m in all_messages]
+    messages = [message_document(m) for m in all_messages]
     return {"thread_id": state["threadId"], "agent": state["agent"],
             "created_at": state["createdAt"], "updated_at": state["updatedAt"],
             "message_count": len(messages), "totals": state["totals"], "messages": messages,
@@ -68,6 +82,19 @@ def http_list_agents(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"agents": agents})
 
 
+async def all_threads(client, agent) -> list[dict]:
+    """Every index shard of the agent, read concurrently and merged."""
+    shards = await asyncio.gather(*[client.read_entity_state(shard)
+                                    for shard in index_entities(agent.name)])
+    merged: dict = {}
+    for shard in shards:
+        if shard.entity_exists and shard.entity_state:
+            merged.update(shard.entity_state)
+    return [{"thread_id": format_thread_id(agent.name, key), "updated_at": entry["updated_at"],
+             "created_at": entry.get("created_at"), "messages": entry.get("messages")}
+            for key, entry in merged.items()]
+
+
 @bp.route(route="agents/{name}/threads", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def http_list_threads(req: func.HttpRequest, client: df.DurableOrchestrationClient):
@@ -77,9 +104,8 @@ async def http_list_threads(req: func.HttpRequest, client: df.DurableOrchestrati
         offset = _int_param(req, "offset", 0, 10**9)
     except Problem as problem:
         return problem_response(problem)
-    index = await client.read_entity_state(df.EntityId(THREAD_INDEX_ENTITY, agent.name.lower()))
-    threads = sorted((index.entity_state or {}).values() if index.entity_exists else [],
-                     key=lambda t: t["updated_at"], reverse=True)
+    threads = sorted(await all_threads(client, agent), key=lambda t: t["updated_at"],
+                     reverse=True)
     page = threads[offset:offset + limit]
     following = offset + limit if offset + limit < len(threads) else None
     return json_response({"threads": page, "total": len(threads), "next_offset": following})
@@ -140,4 +166,8 @@ async def http_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient
         body["result"] = status.output
     elif runtime == "Failed":
         body["error"] = failure(status.output).to_json()["error"]
+    waiting = waiting_for_approval(status)
+    if waiting:
+        body.update({"state": "waiting_for_approval", "pending": pending_list(req, waiting),
+                     "expires_at": waiting.get("expires_at")})
     return json_response(body)

@@ -1,25 +1,27 @@
 """The thread entity: one per conversation, named `dafx-<agent>` with the thread's uuid as key.
 
-Operations (each a small function below; `now`/`lease_until` come from the calling
-orchestration's deterministic clock):
-- `acquire` {agent, thread_id, create, budget_tokens, turn_id, instance_id, now, lease_until}
-  → {granted, history} or {granted: false} (queued) or {missing: true}; creates the thread on
-  its first turn.
+Operations (each a small function below; `now` comes from the calling orchestration's
+deterministic clock):
+- `acquire` {agent, thread_id, create, budget_tokens, turn_id, instance_id, now}
+  → {granted, history} or {granted: false, holder} (queued) or {missing: true} or
+  {done: summary} (this turn is already stored: a late repeat must not run it again);
+  creates the thread on its first turn.
 - `append_turn` {turn record} → {appended, message_count, next}: stores the exchange (a turn id
-  already stored changes nothing) and hands the lease to the next queued turn.
-- `release` {turn_id, lease_until} → {next}: a failed turn gives up its lease or queue place.
-- `get` → the whole state document (or null); `delete` → forgets the thread, answering
-  {existed, archive_pages}.
-When the state outgrows THREAD_MAX_STATE_BYTES, `append_turn` moves the oldest messages out and
-returns them as `archive_page`; the turn stores them in a `thread_archive` entity.
+  already stored changes nothing) and hands the lease to the next queued turn. When the state
+  has outgrown THREAD_MAX_STATE_BYTES it keeps the lease and answers `archive_page` instead:
+  the turn stores that page, then calls `trim_archive` {page, count, turn_id, now} → {next},
+  which drops those messages and hands the lease on (page first, trim after: nothing is lost
+  if the turn is stopped between the two).
+- `release` {turn_id, now} → {next}: a failed turn gives up its lease or queue place.
+- `get` → the whole state document (or null); `delete` {idle_before?} → forgets the thread,
+  answering {existed, deleted, archive_pages}; with `idle_before` (the TTL reaper) a thread in
+  use (a lease or queued turns) or updated since is kept and its lease holder returned.
 """
 from __future__ import annotations
 
-import os
-
 import azure.durable_functions as df
 
-from core import conversation
+from core import conversation, settings
 from core.agents import load_catalogue
 
 bp = df.Blueprint()
@@ -31,8 +33,11 @@ def acquire(state: dict | None, request: dict) -> tuple[dict | None, dict]:
         if not request.get("create"):
             return None, {"granted": False, "missing": True}
         state = conversation.new_state(request["agent"], request["thread_id"], request["now"])
+    done = conversation.stored_turn(state, request["turn_id"])
+    if done:
+        return state, {"granted": False, "done": done}
     if not conversation.acquire(state, request["turn_id"], request["instance_id"],
-                                request["now"], request["lease_until"]):
+                                request["now"]):
         return state, {"granted": False, "holder": state["lease"]}
     window = conversation.context_window(state["messages"], int(request["budget_tokens"]))
     return state, {"granted": True, "history": window}
@@ -42,24 +47,52 @@ def append_turn(state: dict | None, turn: dict) -> tuple[dict | None, dict]:
     if state is None:  # deleted while the turn ran: the thread stays forgotten
         return None, {"appended": False, "message_count": 0, "next": None}
     appended = conversation.append_turn(state, turn)
-    following = conversation.release(state, turn["turn_id"], turn["lease_until"])
-    max_bytes = int(os.environ.get("THREAD_MAX_STATE_BYTES") or DEFAULT_MAX_STATE_BYTES)
-    archived = conversation.split_off_archive(state, max_bytes)
+    max_bytes = settings.integer("THREAD_MAX_STATE_BYTES", DEFAULT_MAX_STATE_BYTES, 1)
+    cut = conversation.archive_cut(state, max_bytes)
     result = {"appended": appended, "message_count": conversation.message_count(state),
-              "next": following}
-    if archived:
-        result["archive_page"] = {"page": state["archive"]["pages"] - 1, "messages": archived}
+              "next": None}
+    if cut:  # keep the lease until the page is stored and trimmed
+        result["archive_page"] = {"page": state.get("archive", {}).get("pages", 0),
+                                  "count": cut, "messages": state["messages"][:cut]}
+    else:
+        result["next"] = conversation.release(state, turn["turn_id"], turn.get("now"))
     return state, result
+
+
+def trim_archive(state: dict | None, request: dict) -> tuple[dict | None, dict]:
+    if state is None:
+        return None, {"next": None}
+    conversation.trim_archive(state, request["page"], request["count"])
+    return state, {"next": conversation.release(state, request["turn_id"], request.get("now"))}
 
 
 def release(state: dict | None, request: dict) -> tuple[dict | None, dict]:
     if state is None:
         return None, {"next": None}
-    return state, {"next": conversation.release(state, request["turn_id"],
-                                                request["lease_until"])}
+    return state, {"next": conversation.release(state, request["turn_id"], request.get("now"))}
 
 
-OPERATIONS = {"acquire": acquire, "append_turn": append_turn, "release": release}
+def delete(state: dict | None, request: dict | None) -> tuple[dict | None, dict]:
+    idle_before = (request or {}).get("idle_before")
+    if state is not None and idle_before and (conversation.is_busy(state)
+                                              or state["updatedAt"] >= idle_before):
+        return state, {"existed": True, "deleted": False, "holder": state.get("lease"),
+                       "archive_pages": 0}
+    pages = (state or {}).get("archive", {}).get("pages", 0)
+    return None, {"existed": state is not None, "deleted": state is not None,
+                  "archive_pages": pages}
+
+
+OPERATIONS = {"acquire": acquire, "append_turn": append_turn, "trim_archive": trim_archive,
+              "release": release, "delete": delete}
+
+
+def optional_input(context: df.DurableEntityContext):
+    """The operation's input; None when it was sent without one (the SDK raises on that)."""
+    try:
+        return context.get_input()
+    except TypeError:
+        return None
 
 
 def thread_entity(context: df.DurableEntityContext) -> None:
@@ -67,11 +100,8 @@ def thread_entity(context: df.DurableEntityContext) -> None:
     operation = context.operation_name
     if operation == "get":
         new_state, result = state, state
-    elif operation == "delete":
-        pages = (state or {}).get("archive", {}).get("pages", 0)
-        new_state, result = None, {"existed": state is not None, "archive_pages": pages}
     elif operation in OPERATIONS:
-        new_state, result = OPERATIONS[operation](state, context.get_input())
+        new_state, result = OPERATIONS[operation](state, optional_input(context))
     else:
         raise ValueError(f"unknown thread operation '{operation}'")
     context.set_result(result)

@@ -71,7 +71,7 @@ def test_turn_first_takes_the_thread_lease_which_returns_the_context():
     request = json.loads(action["input"])
     assert request["create"] is False and request["budget_tokens"] > 0
     assert request["turn_id"] == "t1" and request["instance_id"] == "i1"
-    assert request["lease_until"] > request["now"]
+    assert request["now"].startswith("2026-11-22T10:00:00")
 
 
 def test_a_queued_turn_waits_for_its_grant_then_asks_again():
@@ -198,9 +198,9 @@ def test_entity_queues_turns_and_hands_the_lease_over_in_order():
     assert state["lease"]["turnId"] == "b" and [w["turnId"] for w in state["waiting"]] == ["c"]
     freed = batch(out["entityState"], ("release", {"turn_id": "b", **LEASE}))
     assert json.loads(freed["results"][0]["result"])["next"]["turnId"] == "c"
-    expired = batch(freed["entityState"], ("acquire", acquire_request(
-        "d", now="2026-11-22T11:00:00+00:00", lease_until="2026-11-22T11:10:00+00:00")))
-    assert json.loads(expired["results"][0]["result"])["granted"] is True  # c's lease lapsed
+    later = batch(freed["entityState"], ("acquire", acquire_request(
+        "d", now="2026-11-22T11:00:00+00:00")))
+    assert json.loads(later["results"][0]["result"])["granted"] is False  # c still holds it
 
 
 def test_entity_append_is_idempotent_per_turn_id():
@@ -219,6 +219,9 @@ def test_entity_append_is_idempotent_per_turn_id():
     assert json.loads(got["results"][0]["result"])["messages"][3]["content"] == "again"
     deleted = batch(out["entityState"], ("delete", None))
     assert deleted["entityExists"] is False
+    repeat = batch(out["entityState"], ("acquire", acquire_request("a")))
+    done = json.loads(repeat["results"][0]["result"])
+    assert done["granted"] is False and done["done"]["reply"] == "hello"  # never re-run
 
 
 def test_entity_rejects_unknown_operations():

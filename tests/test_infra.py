@@ -33,7 +33,7 @@ AZURE_YAML = ROOT / "azure.yaml"
 
 # Where the Function app reads its settings.
 APP_FILES = ["function_app.py"]
-APP_DIRS = ["orchestrators", "activities", "entities", "core"]
+APP_DIRS = ["orchestrators", "activities", "entities", "core", "tools"]
 HOST_JSON = ROOT / "host.json"
 
 # ---------------------------------------------------------------------------
@@ -65,6 +65,10 @@ LOCAL_ONLY_SETTINGS = {
     "LLM_RETRY_MAX_WAIT_SECONDS": "code default used in Azure",
     "LLM_RETRY_AFTER_MAX_SECONDS": "code default used in Azure",
     "LOCAL_MODEL_CTX": "local in-process model",
+    # The sample tools' ledger: the code default (the temp folder) is what Azure runs with.
+    "TOOLS_DATA_DIR": "code default used in Azure",
+    # Extra tool modules, for test-only tools.
+    "TOOLS_MODULES": "tests load test-only tools",
 }
 # devhost-only settings.
 LOCAL_ONLY_PREFIXES = ("DEVHOST_",)

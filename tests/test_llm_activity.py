@@ -6,8 +6,10 @@ Entra ID credential (a third-party boundary needing a cloud login) is faked.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
+import re
 import socket
 import time
 
@@ -294,7 +296,7 @@ def test_bad_input_is_not_sent(openai_server):
         "error": {
             "kind": "bad_request",
             "status": 500,
-            "message": "call_llm message 0 needs a role in ('system', 'user', 'assistant')",
+            "message": "call_llm message 0 needs a role in ('system', 'user', 'assistant', 'tool')",
             "upstream_status": None,
         },
     }
@@ -409,3 +411,261 @@ def test_errors_survive_pickling():
     err = LLMTransientError("timeout", "slow", upstream_status=504)
     copy = pickle.loads(pickle.dumps(err))
     assert str(copy) == "[timeout:504] slow" and copy.upstream_status == 504
+
+
+# --------------------------------------------------------------------------- tools
+
+
+from tests.fake_openai import streamed, tool_call, tool_calls  # noqa: E402
+
+CALC_TOOL = {"type": "function", "function": {
+    "name": "calculate", "description": "Evaluate arithmetic.",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                   "required": ["expression"]}}}
+
+
+def tool_request(*extra_messages, **fields) -> dict:
+    request = make_request("what is 6*7?")
+    request["messages"] += list(extra_messages)
+    request["tools"] = [CALC_TOOL]
+    request.update(fields)
+    return request
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_come_back_with_their_json_arguments(openai_server, stream):
+    openai_server.script(tool_calls(tool_call("calculate", {"expression": "6*7"}, id="call_a"),
+                                    tool_call("calculate", {"expression": "2+2"}, id="call_b")))
+    deltas: list[str] = []
+    result = call_llm_impl(tool_request(), on_delta=deltas.append if stream else None)
+
+    assert result["ok"] and result["finish_reason"] == "tool_calls" and result["reply"] == ""
+    assert result["tool_calls"] == [
+        {"id": "call_a", "name": "calculate", "arguments": '{"expression": "6*7"}'},
+        {"id": "call_b", "name": "calculate", "arguments": '{"expression": "2+2"}'},
+    ]
+    assert deltas == []
+    [seen] = openai_server.requests
+    assert seen.tools == [CALC_TOOL]
+    assert seen.stream is stream
+    if stream:
+        assert seen.body["stream_options"] == {"include_usage": True}
+    assert result["usage"]["total_tokens"] > 0  # from the usage chunk when streamed
+
+
+def test_tool_history_reaches_the_model_in_the_wire_shape(openai_server):
+    request = tool_request(
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_a", "name": "calculate", "arguments": '{"expression": "6*7"}'}]},
+        {"role": "tool", "tool_call_id": "call_a", "content": {"expression": "6*7", "result": 42}},
+    )
+    openai_server.script(reply("6*7 is 42."))
+    result = call_llm_impl(request)
+
+    assert result["ok"] and result["reply"] == "6*7 is 42." and result["tool_calls"] == []
+    sent = openai_server.requests[0].messages[-2:]
+    assert sent == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function",
+             "function": {"name": "calculate", "arguments": '{"expression": "6*7"}'}}]},
+        {"role": "tool", "tool_call_id": "call_a", "content": '{"expression": "6*7", "result": 42}'},
+    ]
+
+
+def test_openai_shaped_tool_calls_in_history_pass_unchanged(openai_server):
+    call = {"id": "c9", "type": "function", "function": {"name": "calculate", "arguments": "{}"}}
+    request = tool_request({"role": "assistant", "content": None, "tool_calls": [call]},
+                           {"role": "tool", "tool_call_id": "c9", "content": "42"})
+    assert call_llm_impl(request)["ok"]
+    assert openai_server.requests[0].messages[-2]["tool_calls"] == [call]
+
+
+def test_malformed_tool_messages_are_refused_before_sending(openai_server):
+    result = call_llm_impl(tool_request({"role": "tool", "content": "42"}))
+    assert result["ok"] is False and "needs its tool_call_id" in result["error"]["message"]
+    result = call_llm_impl(tool_request(tools="calculate"))
+    assert result["ok"] is False and "'tools' must be a list" in result["error"]["message"]
+    assert openai_server.requests == []
+
+
+def test_a_tool_call_without_a_name_is_invalid_response(openai_server):
+    broken = {"id": "x", "object": "chat.completion", "model": "m", "choices": [{
+        "index": 0, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": None,
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"arguments": "{}"}}]}}]}
+    from tests.fake_openai import Behaviour
+
+    openai_server.script(Behaviour(json_body=broken), Behaviour(json_body=broken),
+                         Behaviour(json_body=broken))
+    with pytest.raises(LLMTransientError, match="invalid_response.*no function name"):
+        call_llm_impl(tool_request())
+
+
+def test_a_script_may_answer_from_the_request(openai_server):
+    """The fake decides from what it was sent: a chain where step 2 uses step 1's result."""
+    def answer(record):
+        last = record.messages[-1]
+        if last["role"] == "tool":
+            return reply(f"the result is {json.loads(last['content'])['result']}")
+        return tool_calls(tool_call("calculate", {"expression": "6*7"}, id="call_1"))
+
+    openai_server.default = answer
+    first = call_llm_impl(tool_request())
+    assert first["tool_calls"][0]["id"] == "call_1"
+    second = call_llm_impl(tool_request(
+        {"role": "assistant", "content": None, "tool_calls": first["tool_calls"]},
+        {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"result": 42})}))
+    assert second["reply"] == "the result is 42"
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_streaming_gives_the_same_result_as_a_plain_call(openai_server):
+    plain = call_llm_impl(make_request("stream me please"))
+    deltas: list[str] = []
+    restarts: list = []
+    streamed_result = call_llm_impl(make_request("stream me please"), on_delta=deltas.append,
+                                    on_restart=lambda *a: restarts.append(a))
+
+    same = ("reply", "tool_calls", "usage", "model", "finish_reason", "provider", "attempts")
+    assert {k: streamed_result[k] for k in same} == {k: plain[k] for k in same}
+    assert "".join(deltas) == plain["reply"] and len(deltas) > 1 and restarts == []
+    request = openai_server.requests[-1]
+    assert request.stream and [piece for _, piece in request.chunks] == deltas
+
+
+def test_streamed_chunks_arrive_while_the_model_is_still_writing(openai_server):
+    openai_server.script(streamed(reply("one two three four"), chunk_delay=0.3))
+    received: list[tuple[float, str]] = []
+    result = call_llm_impl(make_request("slow"), on_delta=lambda t: received.append((time.time(), t)))
+
+    assert result["reply"] == "one two three four"
+    sent = openai_server.requests[-1].chunks
+    assert [t for _, t in received] == [t for _, t in sent] == ["one", " two", " three", " four"]
+    # order, not timing: the first piece was in our hands before the model sent its last one
+    assert received[0][0] < sent[-1][0]
+
+
+def test_a_broken_stream_is_retried_and_the_restart_signalled(openai_server, sleeps):
+    openai_server.script(streamed(reply("alpha beta gamma"), break_after=3))
+    events: list = []
+    result = call_llm_impl(make_request("x"), on_delta=lambda t: events.append(("delta", t)),
+                           on_restart=lambda n, why: events.append(("restart", n, why)))
+
+    assert result["ok"] and result["attempts"] == 2
+    echo = "echo: x [messages=2]"
+    assert result["reply"] == echo
+    restart = events.index(next(e for e in events if e[0] == "restart"))
+    assert events[:restart] == [("delta", "alpha"), ("delta", " beta")]
+    assert events[restart][:2] == ("restart", 2) and "connection" in events[restart][2]
+    assert "".join(e[1] for e in events[restart + 1:]) == echo
+
+
+def test_streamed_tool_calls_are_assembled_from_fragments(openai_server):
+    long_arguments = {"expression": "(1 + 2) * 3 - 4 / 5 + sqrt(16) * 2 ** 8"}
+    openai_server.script(tool_calls(tool_call("calculate", long_arguments, id="call_long"),
+                                    tool_call("calculate", {"expression": "1"}, id="call_short"),
+                                    content="Let me compute."))
+    deltas: list[str] = []
+    result = call_llm_impl(tool_request(), on_delta=deltas.append)
+    assert "".join(deltas) == "Let me compute." == result["reply"]
+    assert [json.loads(c["arguments"]) for c in result["tool_calls"]] == [long_arguments,
+                                                                          {"expression": "1"}]
+    assert [c["id"] for c in result["tool_calls"]] == ["call_long", "call_short"]
+
+
+def test_streamed_errors_are_classified_like_plain_ones(openai_server):
+    openai_server.script(unauthorized())
+    result = call_llm_impl(make_request("x"), on_delta=lambda t: None)
+    assert result["ok"] is False and result["error"]["kind"] == "auth"
+
+
+# --------------------------------------------------------------------------- structured replies
+
+
+PERSON = {"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": {
+    "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"], "additionalProperties": False}}}
+
+
+def test_response_format_passes_through_and_output_is_parsed(openai_server):
+    openai_server.script(reply('{"name": "Ada", "age": 36}'))
+    result = call_llm_impl({**make_request("who?"), "response_format": PERSON})
+    assert result["ok"] and result["output"] == {"name": "Ada", "age": 36}
+    assert openai_server.requests[0].response_format == PERSON
+    assert result["attempts"] == 1
+
+
+def test_an_invalid_reply_gets_one_repair_that_is_told_what_was_wrong(openai_server):
+    openai_server.script(reply('{"name": "Ada", "age": "old"}'), reply('{"name": "Ada", "age": 36}'))
+    restarts: list = []
+    result = call_llm_impl({**make_request("who?"), "response_format": PERSON},
+                           on_delta=lambda t: None, on_restart=lambda *a: restarts.append(a))
+    assert result["ok"] and result["output"] == {"name": "Ada", "age": 36}
+    assert result["attempts"] == 2 and len(openai_server.requests) == 2
+    repair = openai_server.requests[1].messages
+    assert repair[-2] == {"role": "assistant", "content": '{"name": "Ada", "age": "old"}'}
+    assert repair[-1]["role"] == "user"
+    assert "at 'age': 'old' is not of type 'integer'" in repair[-1]["content"]
+    assert restarts and restarts[0][0] == 2
+    assert result["usage"]["total_tokens"] > 0
+
+
+def test_still_invalid_after_the_repair_is_502_invalid_structured_output(openai_server):
+    openai_server.script(reply("I think Ada."), reply('{"name": "Ada"}'))
+    result = call_llm_impl({**make_request("who?"), "response_format": PERSON})
+    assert result["ok"] is False
+    assert result["error"]["kind"] == "invalid_structured_output"
+    assert result["error"]["status"] == 502
+    assert result["error"]["message"] == "the reply does not match the schema: 'age' is a required property"
+    assert len(openai_server.requests) == 2
+
+
+def test_json_object_mode_and_code_fences(openai_server):
+    openai_server.script(reply('```json\n{"a": [1, 2]}\n```'), reply("[1, 2]"), reply("still no"))
+    ok = call_llm_impl({**make_request("x"), "response_format": {"type": "json_object"}})
+    assert ok["output"] == {"a": [1, 2]}
+    bad = call_llm_impl({**make_request("x"), "response_format": {"type": "json_object"}})
+    assert bad["error"]["kind"] == "invalid_structured_output"
+    assert bad["error"]["message"].startswith("the reply is not valid JSON")
+
+
+def test_tool_calls_skip_structured_validation(openai_server):
+    openai_server.script(tool_calls(tool_call("calculate", {"expression": "1"})))
+    result = call_llm_impl(tool_request(response_format=PERSON))
+    assert result["ok"] and result["output"] is None and len(result["tool_calls"]) == 1
+
+
+def test_a_bad_response_format_is_refused_before_sending(openai_server):
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
+    result = call_llm_impl({**make_request("x"), "response_format": bad})
+    assert result["ok"] is False and "is not a valid JSON Schema" in result["error"]["message"]
+    assert openai_server.requests == []
+
+
+def test_check_response_format_normalises_and_explains():
+    from core.structured import check_response_format
+
+    assert check_response_format({"type": "json_object"}) == {"type": "json_object"}
+    assert check_response_format({"type": "json_schema", "json_schema": {
+        "name": "p", "schema": {"type": "object"}}}) == {"type": "json_schema", "json_schema": {
+            "name": "p", "schema": {"type": "object"}, "strict": False}}
+    cases = [
+        ("json", "must be an object"),
+        ({"type": "text"}, "must be 'json_schema' or 'json_object'"),
+        ({"type": "json_schema"}, "json_schema must be an object"),
+        ({"type": "json_schema", "json_schema": {"schema": {}}}, "name must be 1-64"),
+        ({"type": "json_schema", "json_schema": {"name": "p"}}, "schema must be a JSON Schema object"),
+        ({"type": "json_schema", "json_schema": {"name": "p", "schema": {
+            "type": "object", "properties": {"a": {"type": "strin"}}}}},
+         "is not a valid JSON Schema at 'properties/a/type'"),
+        ({"type": "json_schema", "json_schema": {"name": "p", "schema": {}, "strict": "yes"}},
+         "strict must be true or false"),
+        ({"type": "json_schema", "json_schema": {"name": "p", "schema": {}, "extra": 1}},
+         "unknown keys in response_format.json_schema: ['extra']"),
+        ({"type": "json_object", "schema": {}}, "takes no other keys"),
+    ]
+    for value, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_response_format(value)
