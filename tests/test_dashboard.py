@@ -708,3 +708,122 @@ def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
         finally:
             host.kill()
 
+
+
+# ----------------------------------------------------------------------------------------------
+# 6: tool-calling turns and approvals (the turn's model/tool loop; tools from tools/)
+
+def tool_host(llm: FakeOpenAI, tmp_path: Path) -> DevhostProcess:
+    tools = tmp_path / "tools-data"
+    tools.mkdir()
+    return DevhostProcess(ROOT, tmp_path / "tools.sqlite", {
+        "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "x",
+        "TOOLS_DATA_DIR": str(tools)})
+
+
+def test_tool_calling_turn_shows_each_tools_bar_with_its_result(tmp_path, page):
+    from tests.fake_openai import reply, tool_call, tool_calls
+    with FakeOpenAI() as llm:
+        llm.script(tool_calls(tool_call("lookup_order", {"order_id": "A1002"}, id="call_lookup"),
+                              tool_call("calculate", {"expression": "2 * 219"}, id="call_calc")),
+                   reply("Alan Turing's order A1002 comes to 438 EUR."))
+        host = tool_host(llm, tmp_path)
+        try:
+            host.start()
+            r = host.request("POST", "/api/agents/MyDurableAgent/run",
+                             {"message": "What does order A1002 cost in total?"},
+                             {"Accept": "application/json"})
+            assert r.status == 200, r
+            doc = r.json()
+            assert [c["name"] for c in doc["tool_calls"]] == ["lookup_order", "calculate"]
+            name, key = doc["thread_id"].lstrip("@").split("@")
+
+            # the thread: the tool calls and their results inline, then the reply
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            calls = page.get_by_role("list", name="Tool calls").locator("li")
+            expect(calls).to_have_count(2)
+            expect(calls.nth(0)).to_contain_text("lookup_order")
+            expect(calls.nth(0)).to_contain_text("A1002")
+            calls.nth(0).locator("summary").click()
+            expect(calls.nth(0).locator("pre")).to_contain_text("Alan Turing")
+            expect(calls.nth(1)).to_contain_text("2 * 219")
+            expect(calls.nth(1)).to_contain_text("438")
+            transcript = page.get_by_role("list", name="Transcript").locator(":scope > li")
+            expect(transcript.last).to_contain_text("comes to 438 EUR")
+
+            # the turn's timeline: one bar per model call and per tool, each with its result
+            transcript.last.get_by_role("link", name="Turn timeline →").click()
+            rows = timeline_rows(page)
+            expect(rows.filter(has=page.locator(".tl-name", has_text="call_llm"))).to_have_count(2)
+            lookup = rows.filter(has=page.locator(".tl-name", has_text="lookup_order"))
+            expect(lookup).to_have_count(1)
+            expect(lookup.locator(".tag.tool")).to_have_text("tool")
+            expect(lookup).to_have_attribute("data-status", "completed")
+            expect(payload(open_bar(lookup), "Output")).to_contain_text("Alan Turing")
+            calc = rows.filter(has=page.locator(".tl-name", has_text="calculate"))
+            expect(calc).to_contain_text("438")
+            expect(payload(open_bar(calc), "Input")).to_contain_text("2 * 219")
+            first_model = rows.filter(has=page.locator(".tl-name", has_text="call_llm")).first
+            expect(first_model).to_contain_text("asks for lookup_order, calculate")
+            look_at(page, tmp_path / "tool-turn-timeline.png")
+        finally:
+            host.kill()
+
+
+def test_approve_a_pending_call_from_the_agents_page(tmp_path, page):
+    from tests.fake_openai import reply, tool_call, tool_calls
+    with FakeOpenAI() as llm:
+        llm.script(tool_calls(tool_call("refund_order", {"order_id": "A1001", "amount": 29.5,
+                                                         "reason": "mouse arrived broken"},
+                                        id="call_refund")),
+                   reply("Refunded 29.50 EUR for the mouse."))
+        host = tool_host(llm, tmp_path)
+        try:
+            host.start()
+            r = host.request("POST", "/api/agents/MyDurableAgent/run?wait_for_response=false",
+                             {"message": "Please refund the broken mouse of order A1001."},
+                             {"Accept": "application/json"})
+            assert r.status == 202, r
+            thread_id, turn_id = r.headers["x-ms-thread-id"], r.headers["x-ms-turn-id"]
+            name, key = thread_id.lstrip("@").split("@")
+            instance = f"turn-{key}-{turn_id}"
+            deadline = time.time() + 30
+            while (status(host, instance).get("customStatus") or {}).get("state") != \
+                    "waiting_for_approval":
+                assert time.time() < deadline, status(host, instance)
+                time.sleep(0.05)
+
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            approvals = page.get_by_role("list", name="Pending approvals").locator("li")
+            expect(approvals).to_have_count(1)
+            expect(approvals).to_contain_text("refund_order")
+            expect(approvals).to_contain_text("A1001")
+            expect(page.get_by_role("list", name="Running turns")).to_contain_text(
+                "Please refund the broken mouse of order A1001.")
+            page.get_by_label("Reason for refund_order").fill("checked the photo")
+            page.evaluate("window.__samePage = true")
+            approvals.get_by_role("button", name="Approve").click()
+
+            # the turn completes and the page shows it live: no approval left, the reply in
+            expect(page.get_by_text("No turn is running on this thread.")).to_be_visible()
+            transcript = page.get_by_role("list", name="Transcript").locator(":scope > li")
+            expect(transcript.last).to_contain_text("Refunded 29.50 EUR for the mouse.")
+            call = page.get_by_role("list", name="Tool calls").locator("li")
+            expect(call).to_contain_text("refund_order")
+            expect(call).to_contain_text("approved by devhost dashboard")
+            assert page.evaluate("window.__samePage") is True
+            doc = wait_done(host, instance)
+            assert doc["runtimeStatus"] == "Completed", doc
+            approval = doc["output"]["tool_calls"][0]["approval"]
+            assert approval["approved"] is True and approval["reason"] == "checked the photo"
+            assert approval["by"] == "devhost dashboard"
+            look_at(page, tmp_path / "approved.png")
+
+            # the timeline shows the wait for the decision and who raised it
+            transcript.last.get_by_role("link", name="Turn timeline →").click()
+            decision = timeline_rows(page).filter(has_text="approval:call_refund")
+            expect(decision).to_contain_text("approved by devhost dashboard")
+            refund = timeline_rows(page).filter(has=page.locator(".tl-name", has_text="refund_order"))
+            expect(refund).to_have_attribute("data-status", "completed")
+        finally:
+            host.kill()
