@@ -825,5 +825,24 @@ def test_approve_a_pending_call_from_the_agents_page(tmp_path, page):
             expect(decision).to_contain_text("approved by devhost dashboard")
             refund = timeline_rows(page).filter(has=page.locator(".tl-name", has_text="refund_order"))
             expect(refund).to_have_attribute("data-status", "completed")
+
+            # Deny: the tool never runs, the model is told, the turn still completes
+            llm.script(tool_calls(tool_call("refund_order", {"order_id": "A1005", "amount": 45.0,
+                                                             "reason": "charger"}, id="call_deny")),
+                       reply("I could not refund the charger."))
+            r = host.request("POST", "/api/agents/MyDurableAgent/run?wait_for_response=false",
+                             {"message": "Refund the charger of A1005 too.", "thread_id": thread_id},
+                             {"Accept": "application/json"})
+            assert r.status == 202, r
+            second = f"turn-{key}-{r.headers['x-ms-turn-id']}"
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            expect(approvals).to_contain_text("A1005")
+            approvals.get_by_role("button", name="Deny").click()
+            expect(transcript.last).to_contain_text("I could not refund the charger.")
+            denied = page.get_by_role("list", name="Tool calls").locator("li", has_text="A1005")
+            expect(denied).to_contain_text("denied by devhost dashboard")
+            assert wait_done(host, second)["output"]["tool_calls"][0]["approval"]["approved"] is False
+            refunds = (tmp_path / "tools-data" / "refunds.jsonl").read_text().splitlines()
+            assert [json.loads(line)["order_id"] for line in refunds] == ["A1001"]  # only approved
         finally:
             host.kill()
