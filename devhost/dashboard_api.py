@@ -380,14 +380,17 @@ def register(app: web.Application, host) -> None:
             since = math.nan
         if since is not None and not math.isfinite(since):
             raise ApiError(400, "invalid_query", "'since' must be a cursor this API handed out")
-        found = engine.store.dashboard_changes(since if since is not None else time.time())
-        latest = found["latest"] or 0.0
-        cursor = max(since, latest) if since is not None else max(latest, 0.0)
+        if since is None:  # a first call: the cursor is the newest write so far
+            found = engine.store.dashboard_changes(0.0, limit=1)
+        else:
+            found = engine.store.dashboard_changes(since)
+        cursor = found["latest"]
         return web.json_response({
             "cursor": repr(cursor),
             "instances": [{"instanceId": r["instance_id"], "runtimeStatus": r["status"]}
                           for r in found["instances"]] if since is not None else [],
             "entities": [r["entity_id"] for r in found["entities"]] if since is not None else [],
+            "truncated": since is not None and found["truncated"],  # more changed than listed
             "total": found["total"]})
 
     async def metrics_view(request: web.Request) -> web.Response:

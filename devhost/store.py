@@ -438,11 +438,10 @@ class Store:
         entities = [dict(r) for r in self.db.execute(
             "SELECT entity_id, updated_at FROM entities WHERE updated_at > ? "
             "ORDER BY updated_at DESC LIMIT ?", (since, limit))]
-        latest = self.db.execute(
-            "SELECT MAX(t) FROM (SELECT MAX(updated_at) AS t FROM instances "
-            "UNION ALL SELECT MAX(updated_at) FROM entities)").fetchone()[0]
+        latest = max([r["updated_at"] for r in instances + entities], default=since)
         total = self.db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
-        return {"instances": instances, "entities": entities, "latest": latest, "total": total}
+        return {"instances": instances, "entities": entities, "latest": latest, "total": total,
+                "truncated": len(instances) == limit or len(entities) == limit}
 
     def dashboard_finished_since(self, since: float) -> list[dict]:
         """Instances that reached a terminal status after `since` (for the metrics window)."""

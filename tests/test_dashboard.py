@@ -626,6 +626,7 @@ def test_changes_feed_reports_what_was_written_since_the_cursor(patterns_host):
     assert done in [c["instanceId"] for c in changed["instances"]]
     assert "@counter@feed" in changed["entities"]
     assert changed["total"] == 1 and float(changed["cursor"]) > float(cursor)
+    assert changed["truncated"] is False
     after = host.request("GET", f"/_devhost/api/changes?since={changed['cursor']}").json()
     assert after["instances"] == [] and after["entities"] == []
     assert host.request("GET", "/_devhost/api/nothing").json()["error"]["status"] == 404

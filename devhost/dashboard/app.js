@@ -220,7 +220,7 @@ function overviewView() {
   const el = h("div", { class: "view" },
     heading("Overview"),
     section("Orchestrations by status", statusRegion.el),
-    section("Pending work", workRegion.el),
+    section("Pending work", workRegion.el, h("p", {}, link("#/metrics", "Metrics: turns, latency, failures →"))),
     section("Recent orchestrations", recentRegion.el,
       h("p", {}, link("#/instances", "All orchestrations →"))));
 
@@ -681,7 +681,7 @@ async function poll() {
       const any = changes.instances.length || changes.entities.length || changes.totalChanged;
       const view = current;
       const due = view && view.every && Date.now() - (view.refreshedAt || 0) >= view.every;
-      if (view && (due || (any && (!view.wants || view.wants(changes))))) refreshView();
+      if (view && (due || data.truncated || (any && (!view.wants || view.wants(changes))))) refreshView();
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 401)) console.warn(err);
     }
