@@ -458,3 +458,14 @@ class Store:
                 "('Pending', 'Running', 'Suspended') GROUP BY name, status"):
             out.setdefault(name, {})[status] = count
         return out
+
+    def dashboard_histories(self, instance_ids: list[str]) -> dict[str, list[dict]]:
+        """The stored history of each of these instances (metrics over recent turns)."""
+        out: dict[str, list[dict]] = {i: [] for i in instance_ids}
+        for start in range(0, len(instance_ids), 500):
+            chunk = instance_ids[start:start + 500]
+            for instance_id, text in self.db.execute(
+                    f"SELECT instance_id, event FROM history WHERE instance_id IN "
+                    f"({','.join('?' for _ in chunk)}) ORDER BY instance_id, seq", chunk):
+                out[instance_id].append(json.loads(text))
+        return out

@@ -705,6 +705,7 @@ def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
             expect(page.get_by_label("Turns completed: 2")).to_be_visible()
             expect(page.get_by_label(re.compile(r"^Turn latency p50: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
             expect(page.get_by_label(re.compile(r"^Model latency p95: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
+            expect(page.get_by_text("2 model calls")).to_be_visible()
             expect(page.get_by_label("Running orchestrations: 0")).to_be_visible()
         finally:
             host.kill()
@@ -767,6 +768,10 @@ def test_tool_calling_turn_shows_each_tools_bar_with_its_result(tmp_path, page):
             first_model = rows.filter(has=page.locator(".tl-name", has_text="call_llm")).first
             expect(first_model).to_contain_text("asks for lookup_order, calculate")
             look_at(page, tmp_path / "tool-turn-timeline.png")
+            # metrics count every model call of the turn, not only its last
+            page.get_by_role("link", name="Metrics", exact=True).click()
+            expect(page.get_by_label("Turns completed: 1")).to_be_visible()
+            expect(page.get_by_text("2 model calls")).to_be_visible()
         finally:
             host.kill()
 
