@@ -306,8 +306,9 @@ def run_steps(context: df.DurableOrchestrationContext, agent, turn: dict, histor
                    "messages": prompt + [conversation.wire_message(m) for m in produced]}
         if schemas:
             request["tools"] = schemas
-        if turn.get("response_format") is not None:
-            request["response_format"] = turn["response_format"]
+        response_format = turn.get("response_format") or setting(agent, "response_format")
+        if response_format is not None:  # the request's, else the agent's default
+            request["response_format"] = response_format
         try:
             answer = yield context.call_activity_with_retry(LLM_ACTIVITY, LLM_RETRY, request)
         except Exception as exc:  # retries exhausted: a classified reason, nothing written

@@ -147,7 +147,8 @@ def test_calls_of_one_step_run_in_parallel_as_activities_named_after_the_tool(ho
     runs = [x for x in kit_runs("kit_wait", data_dir(tools_dir)) if x["label"] in labels]
     events = [x["event"] for x in sorted(runs, key=lambda x: x["at"])]
     assert events == ["start"] * 3 + ["end"] * 3  # all started before any finished
-    assert activities_run(host, doc["instance_id"]) == ["call_llm"] + ["kit_wait"] * 3 + ["call_llm"]
+    assert activities_run(host, doc["instance_id"]) == \
+        ["call_llm"] + ["kit_wait"] * 3 + ["call_llm"]
 
 
 def test_a_chain_where_the_second_call_uses_the_first_result(host, tool_llm, tools_dir):
@@ -337,20 +338,22 @@ def test_sigkill_while_a_tool_runs_after_another_completed(tmp_path):
         db = tmp_path / "crash.sqlite"
         host = DevhostProcess(ROOT, db, tool_env(llm, tmp_path))
         host.start()
+        started = [host]
         llm.script(tool_calls(tool_call("kit_echo", {"value": "before"}, id="call_echo")),
                    tool_calls(tool_call("kit_wait", {"seconds": 4, "label": "crash"},
                                         id="call_wait")),
                    reply("finished"))
-        r = post(host, "echo then wait", wait=False)
-        assert r.status == 202
-        deadline = time.time() + 30
-        while not kit_runs("kit_wait", data_dir(tmp_path)) and time.time() < deadline:
-            time.sleep(0.02)
-        assert [x["event"] for x in kit_runs("kit_wait", data_dir(tmp_path))] == ["start"]
-        host.kill()  # kit_echo completed, kit_wait in flight
-        host = DevhostProcess(ROOT, db, tool_env(llm, tmp_path), port=host.port)
-        host.start()
         try:
+            r = post(host, "echo then wait", wait=False)
+            assert r.status == 202
+            deadline = time.time() + 30
+            while not kit_runs("kit_wait", data_dir(tmp_path)) and time.time() < deadline:
+                time.sleep(0.02)
+            assert [x["event"] for x in kit_runs("kit_wait", data_dir(tmp_path))] == ["start"]
+            host.kill()  # kit_echo completed, kit_wait in flight
+            host = DevhostProcess(ROOT, db, tool_env(llm, tmp_path), port=host.port)
+            started.append(host)
+            host.start()
             doc = wait_for_status(host, r.json()["id"], timeout=90)
             assert doc["runtimeStatus"] == "Completed", doc
             assert doc["output"]["reply"] == "finished"
@@ -362,7 +365,8 @@ def test_sigkill_while_a_tool_runs_after_another_completed(tmp_path):
             assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant",
                                                      "tool", "assistant"]
         finally:
-            host.kill()
+            for process in started:
+                process.kill()
 
 
 @pytest.mark.timeout(180)
@@ -371,18 +375,20 @@ def test_sigkill_while_an_approval_is_pending(tmp_path):
         db = tmp_path / "crash.sqlite"
         host = DevhostProcess(ROOT, db, tool_env(llm, tmp_path))
         host.start()
+        started = [host]
         llm.script(tool_calls(tool_call("kit_echo", {"value": 1}, id="call_first")),
                    tool_calls(tool_call("refund_order", {"order_id": "A1005", "amount": 3,
                                                          "reason": "crash test"},
                                         id="call_refund")),
                    reply("refunded"))
-        r = post(host, "echo, then refund")
-        assert r.status == 202, r
-        (pending,) = r.json()["pending"]
-        host.kill()
-        host = DevhostProcess(ROOT, db, tool_env(llm, tmp_path), port=host.port)
-        host.start()
         try:
+            r = post(host, "echo, then refund")
+            assert r.status == 202, r
+            (pending,) = r.json()["pending"]
+            host.kill()
+            host = DevhostProcess(ROOT, db, tool_env(llm, tmp_path), port=host.port)
+            started.append(host)
+            host.start()
             turn = host.request("GET", pending["approve_url"].split("/approvals/")[0]).json()
             assert turn["state"] == "waiting_for_approval"  # still waiting after the restart
             assert decide(host, pending, True, "ok after restart").status == 200
@@ -395,4 +401,5 @@ def test_sigkill_while_an_approval_is_pending(tmp_path):
             assert [m["role"] for m in messages].count("tool") == 2
             assert len({m.get("tool_call_id") for m in messages if m["role"] == "tool"}) == 2
         finally:
-            host.kill()
+            for process in started:
+                process.kill()

@@ -5,7 +5,6 @@ end-to-end tests talk to devhost over HTTP with the fake OpenAI-compatible serve
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -334,9 +333,11 @@ def test_changed_ttl_settings_reach_the_running_reaper(llm, tmp_path):
     host = DevhostProcess(ROOT, db, app_env(llm, THREAD_TTL_HOURS="1000",
                                             THREAD_TTL_CHECK_SECONDS="3600"))
     host.start()
-    old = new_thread(host, "kept for a thousand hours")
-    wait_until(lambda: reaper_status(host).get("settings", {}).get("ttl_seconds") == 3.6e6)
-    host.kill()
+    try:
+        old = new_thread(host, "kept for a thousand hours")
+        wait_until(lambda: reaper_status(host).get("settings", {}).get("ttl_seconds") == 3.6e6)
+    finally:
+        host.kill()
     host = DevhostProcess(ROOT, db, app_env(llm, THREAD_TTL_HOURS=str(1 / 3600),
                                             THREAD_TTL_CHECK_SECONDS="0.3"), port=host.port)
     host.start()
@@ -415,21 +416,21 @@ def test_sigkills_under_concurrent_threads_with_thread_derived_keys_leave_every_
         return thread_id
 
     kills = 0
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(client, i) for i in range(threads)]
-        for threshold in kill_at:
-            while len(done) < threshold and not all(f.done() for f in futures):
-                time.sleep(0.01)
-            if all(f.done() for f in futures):
-                break
-            host.kill()
-            kills += 1
-            host.proc = None
-            restarted = DevhostProcess(ROOT, db, app_env(llm), port=port)
-            restarted.start()
-            host.proc = restarted.proc  # the clients keep using `host` (same port)
-        ids = [f.result() for f in futures]
     try:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(client, i) for i in range(threads)]
+            for threshold in kill_at:
+                while len(done) < threshold and not all(f.done() for f in futures):
+                    time.sleep(0.01)
+                if all(f.done() for f in futures):
+                    break
+                host.kill()
+                kills += 1
+                host.proc = None
+                restarted = DevhostProcess(ROOT, db, app_env(llm), port=port)
+                restarted.start()
+                host.proc = restarted.proc  # the clients keep using `host` (same port)
+            ids = [f.result() for f in futures]
         assert not failures, failures[:5]
         assert kills >= 6, kills
         for i, thread_id in enumerate(ids):
