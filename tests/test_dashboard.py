@@ -768,10 +768,21 @@ def test_tool_calling_turn_shows_each_tools_bar_with_its_result(tmp_path, page):
             first_model = rows.filter(has=page.locator(".tl-name", has_text="call_llm")).first
             expect(first_model).to_contain_text("asks for lookup_order, calculate")
             look_at(page, tmp_path / "tool-turn-timeline.png")
+            # a structured reply is shown pretty-printed under the reply
+            llm.script(reply(json.dumps({"order": "A1002", "total": 438, "currency": "EUR"})))
+            r = host.request("POST", "/api/agents/MyDurableAgent/run",
+                             {"message": "The same as JSON, please.", "thread_id": doc["thread_id"],
+                              "response_format": {"type": "json_object"}},
+                             {"Accept": "application/json"})
+            assert r.status == 200 and r.json()["output"]["total"] == 438, r
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            structured = page.get_by_label("Structured output")
+            expect(structured).to_have_text(json.dumps(r.json()["output"], indent=2))
+
             # metrics count every model call of the turn, not only its last
             page.get_by_role("link", name="Metrics", exact=True).click()
-            expect(page.get_by_label("Turns completed: 1")).to_be_visible()
-            expect(page.get_by_text("2 model calls")).to_be_visible()
+            expect(page.get_by_label("Turns completed: 2")).to_be_visible()
+            expect(page.get_by_text("3 model calls")).to_be_visible()
         finally:
             host.kill()
 
