@@ -28,6 +28,7 @@ STATUSES = ("Running", "Pending", "Suspended", "ContinuedAsNew", "Completed", "F
             "Terminated")
 MAX_TOP = 500
 MAX_MINUTES = 24 * 60
+MODEL_SAMPLE_TURNS = 200               # model latency: the model calls of at most this many turns
 
 
 class ApiError(Exception):
@@ -227,7 +228,10 @@ def build_timeline(row: dict, events: list[dict], now_ms: float) -> dict:
                     item.update(status="completed", output=result)
                 episode_events.append(item)
                 continue
-            by = data.get("by") if isinstance(data, dict) else None
+            # The Python SDK's raise_event JSON-encodes the data twice (the orchestrator gets a
+            # string, as in Azure): look inside such a string for who raised it.
+            inner = _decode(data) if isinstance(data, str) else data
+            by = inner.get("by") if isinstance(inner, dict) else None
             add("event", idle_since if idle_since is not None else at, name=name, input=None,
                 output=data, end=at, status="received", raisedBy=by if isinstance(by, str)
                 else None, raisedAt=e.get("Timestamp"))
@@ -285,12 +289,32 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
+def model_call_latencies(histories: dict[str, list[dict]]) -> list[float]:
+    """Every model call of these turns: the latency the LLM activity measured around the model
+    request (its result's latency_ms), else the activity's scheduled → completed time."""
+    out = []
+    for events in histories.values():
+        scheduled = {e.get("EventId"): e for e in events
+                     if e.get("EventType") == ET.TaskScheduled and e.get("Name") == MODEL_ACTIVITY}
+        for e in events:
+            source = scheduled.get(e.get("TaskScheduledId"))
+            if e.get("EventType") != ET.TaskCompleted or source is None:
+                continue
+            result = _decode(e.get("Result"))
+            latency = result.get("latency_ms") if isinstance(result, dict) else None
+            if isinstance(latency, (int, float)):
+                out.append(float(latency))
+            elif _ms(e.get("Timestamp")) is not None and _ms(source.get("Timestamp")) is not None:
+                out.append(_ms(e.get("Timestamp")) - _ms(source.get("Timestamp")))
+    return out
+
+
 def metrics(engine, minutes: int, now: float) -> dict:
     store = engine.store
     since = now - minutes * 60
     counts = store.counts()
     finished = store.dashboard_finished_since(since)
-    turn_ms, model_ms, failures = [], [], []
+    turn_ms, failures, turn_ids = [], [], []
     per_minute = [0] * minutes
     turns = 0
     for r in finished:
@@ -306,12 +330,12 @@ def metrics(engine, minutes: int, now: float) -> dict:
         output = _decode(r["output"])
         durations = output.get("durations_ms") if isinstance(output, dict) else None
         durations = durations if isinstance(durations, dict) else {}
+        turn_ids.append(r["instance_id"])
         if r["status"] == "Completed":
             turn = durations.get("turn")
             turn_ms.append(float(turn) if isinstance(turn, (int, float))
                            else (r["updated_at"] - r["created_at"]) * 1000)
-            if isinstance(durations.get("model"), (int, float)):
-                model_ms.append(float(durations["model"]))
+    model_ms = model_call_latencies(store.dashboard_histories(turn_ids[-MODEL_SAMPLE_TURNS:]))
     # What the engine has in flight right now (read-only views of its bookkeeping).
     running_activities = len(getattr(engine, "_running_activities", ()))
     busy = getattr(engine, "_busy", {})
@@ -333,7 +357,8 @@ def metrics(engine, minutes: int, now: float) -> dict:
                   "latencyMs": {"p50": percentile(turn_ms, 50), "p95": percentile(turn_ms, 95),
                                 "count": len(turn_ms)},
                   "modelLatencyMs": {"p50": percentile(model_ms, 50),
-                                     "p95": percentile(model_ms, 95), "count": len(model_ms)}},
+                                     "p95": percentile(model_ms, 95), "count": len(model_ms),
+                                     "turnsSampled": min(len(turn_ids), MODEL_SAMPLE_TURNS)}},
         "failures": {"count": len(failures), "recent": failures[-10:][::-1]},
     }
 
@@ -377,14 +402,17 @@ def register(app: web.Application, host) -> None:
             since = math.nan
         if since is not None and not math.isfinite(since):
             raise ApiError(400, "invalid_query", "'since' must be a cursor this API handed out")
-        found = engine.store.dashboard_changes(since if since is not None else time.time())
-        latest = found["latest"] or 0.0
-        cursor = max(since, latest) if since is not None else max(latest, 0.0)
+        if since is None:  # a first call: the cursor is the newest write so far
+            found = engine.store.dashboard_changes(0.0, limit=1)
+        else:
+            found = engine.store.dashboard_changes(since)
+        cursor = found["latest"]
         return web.json_response({
             "cursor": repr(cursor),
             "instances": [{"instanceId": r["instance_id"], "runtimeStatus": r["status"]}
                           for r in found["instances"]] if since is not None else [],
             "entities": [r["entity_id"] for r in found["entities"]] if since is not None else [],
+            "truncated": since is not None and found["truncated"],  # more changed than listed
             "total": found["total"]})
 
     async def metrics_view(request: web.Request) -> web.Response:

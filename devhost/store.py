@@ -500,11 +500,10 @@ class Store:
         entities = [dict(r) for r in self.db.execute(
             "SELECT entity_id, updated_at FROM entities WHERE updated_at > ? "
             "ORDER BY updated_at DESC LIMIT ?", (since, limit))]
-        latest = self.db.execute(
-            "SELECT MAX(t) FROM (SELECT MAX(updated_at) AS t FROM instances "
-            "UNION ALL SELECT MAX(updated_at) FROM entities)").fetchone()[0]
+        latest = max([r["updated_at"] for r in instances + entities], default=since)
         total = self.db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
-        return {"instances": instances, "entities": entities, "latest": latest, "total": total}
+        return {"instances": instances, "entities": entities, "latest": latest, "total": total,
+                "truncated": len(instances) == limit or len(entities) == limit}
 
     def dashboard_finished_since(self, since: float) -> list[dict]:
         """Instances that reached a terminal status after `since` (for the metrics window)."""
@@ -520,4 +519,15 @@ class Store:
                 "SELECT name, status, COUNT(*) FROM instances WHERE status IN "
                 "('Pending', 'Running', 'Suspended') GROUP BY name, status"):
             out.setdefault(name, {})[status] = count
+        return out
+
+    def dashboard_histories(self, instance_ids: list[str]) -> dict[str, list[dict]]:
+        """The stored history of each of these instances (metrics over recent turns)."""
+        out: dict[str, list[dict]] = {i: [] for i in instance_ids}
+        for start in range(0, len(instance_ids), 500):
+            chunk = instance_ids[start:start + 500]
+            for instance_id, text in self.db.execute(
+                    f"SELECT instance_id, event FROM history WHERE instance_id IN "
+                    f"({','.join('?' for _ in chunk)}) ORDER BY instance_id, seq", chunk):
+                out[instance_id].append(json.loads(text))
         return out

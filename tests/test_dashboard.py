@@ -312,6 +312,14 @@ def test_raise_event_and_lifecycle_actions_from_the_detail_page(patterns_host, p
     terminated = page.get_by_role("region", name="History").locator("tbody tr",
                                                                      has_text="ExecutionTerminated")
     expect(terminated).to_contain_text("stopped from the dashboard")
+    # the timeline marks the suspension, the resumption and the termination with its reason
+    page.get_by_role("link", name="Timeline", exact=True).click()
+    marks = page.get_by_role("list", name="Lifecycle").locator("li")
+    expect(marks).to_have_count(3)
+    expect(marks.nth(0)).to_contain_text("suspended")
+    expect(marks.nth(1)).to_contain_text("resumed")
+    expect(marks.nth(2)).to_contain_text("terminated")
+    expect(marks.nth(2)).to_contain_text("stopped from the dashboard")
 
     # the API's refusal reaches the person: the page still shows Running (refresh paused)
     # while the instance was terminated behind its back
@@ -388,6 +396,11 @@ def test_master_key_prompt_when_keys_are_enforced(devhost_factory, tmp_path, pag
     page.get_by_label("Master key").fill("dashboard-master-key")
     page.get_by_role("button", name="Use key").click()
     expect(row_of(page, instance_id)).to_have_count(1)
+    # the dashboard's own read endpoints need the key as well
+    r = host.request("GET", "/_devhost/api/instances")
+    assert r.status == 401 and r.json()["error"]["code"] == "unauthorized", r
+    r = host.request("GET", "/_devhost/api/instances", None, {"x-functions-key": "dashboard-master-key"})
+    assert r.status == 200 and r.json()["total"] == 1, r
     # ?code= on the address works too, and is dropped from the address bar
     fresh = page.context.new_page()
     fresh.goto(f"{host.base}/_devhost/?code=dashboard-master-key#/instances")
@@ -599,6 +612,26 @@ def test_list_filters_live_in_the_url(patterns_host, page):
     assert r.status == 400, r
 
 
+def test_changes_feed_reports_what_was_written_since_the_cursor(patterns_host):
+    """The live updates' source: a cursor, then exactly the instances and entities written
+    after it (the page refreshes only when its own data is among them)."""
+    host = patterns_host
+    first = host.request("GET", "/_devhost/api/changes").json()
+    assert first["instances"] == [] and first["total"] == 0
+    cursor = first["cursor"]
+    quiet = host.request("GET", f"/_devhost/api/changes?since={cursor}").json()
+    assert quiet["instances"] == [] and quiet["entities"] == [] and quiet["cursor"] == cursor
+    done = wait_for_status(host, start_with_input(host, "counting", "feed"))["instanceId"]
+    changed = host.request("GET", f"/_devhost/api/changes?since={cursor}").json()
+    assert done in [c["instanceId"] for c in changed["instances"]]
+    assert "@counter@feed" in changed["entities"]
+    assert changed["total"] == 1 and float(changed["cursor"]) > float(cursor)
+    assert changed["truncated"] is False
+    after = host.request("GET", f"/_devhost/api/changes?since={changed['cursor']}").json()
+    assert after["instances"] == [] and after["entities"] == []
+    assert host.request("GET", "/_devhost/api/nothing").json()["error"]["status"] == 404
+
+
 # ----------------------------------------------------------------------------------------------
 # 5: agents
 
@@ -672,6 +705,161 @@ def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
             expect(page.get_by_label("Turns completed: 2")).to_be_visible()
             expect(page.get_by_label(re.compile(r"^Turn latency p50: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
             expect(page.get_by_label(re.compile(r"^Model latency p95: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
+            expect(page.get_by_text("2 model calls")).to_be_visible()
             expect(page.get_by_label("Running orchestrations: 0")).to_be_visible()
+        finally:
+            host.kill()
+
+
+
+# ----------------------------------------------------------------------------------------------
+# 6: tool-calling turns and approvals (the turn's model/tool loop; tools from tools/)
+
+def tool_host(llm: FakeOpenAI, tmp_path: Path) -> DevhostProcess:
+    tools = tmp_path / "tools-data"
+    tools.mkdir()
+    return DevhostProcess(ROOT, tmp_path / "tools.sqlite", {
+        "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "x",
+        "TOOLS_DATA_DIR": str(tools)})
+
+
+def test_tool_calling_turn_shows_each_tools_bar_with_its_result(tmp_path, page):
+    from tests.fake_openai import reply, tool_call, tool_calls
+    with FakeOpenAI() as llm:
+        llm.script(tool_calls(tool_call("lookup_order", {"order_id": "A1002"}, id="call_lookup"),
+                              tool_call("calculate", {"expression": "2 * 219"}, id="call_calc")),
+                   reply("Alan Turing's order A1002 comes to 438 EUR."))
+        host = tool_host(llm, tmp_path)
+        try:
+            host.start()
+            r = host.request("POST", "/api/agents/MyDurableAgent/run",
+                             {"message": "What does order A1002 cost in total?"},
+                             {"Accept": "application/json"})
+            assert r.status == 200, r
+            doc = r.json()
+            assert [c["name"] for c in doc["tool_calls"]] == ["lookup_order", "calculate"]
+            name, key = doc["thread_id"].lstrip("@").split("@")
+
+            # the thread: the tool calls and their results inline, then the reply
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            calls = page.get_by_role("list", name="Tool calls").locator("li")
+            expect(calls).to_have_count(2)
+            expect(calls.nth(0)).to_contain_text("lookup_order")
+            expect(calls.nth(0)).to_contain_text("A1002")
+            calls.nth(0).locator("summary").click()
+            expect(calls.nth(0).locator("pre")).to_contain_text("Alan Turing")
+            expect(calls.nth(1)).to_contain_text("2 * 219")
+            expect(calls.nth(1)).to_contain_text("438")
+            transcript = page.get_by_role("list", name="Transcript").locator(":scope > li")
+            expect(transcript.last).to_contain_text("comes to 438 EUR")
+
+            # the turn's timeline: one bar per model call and per tool, each with its result
+            transcript.last.get_by_role("link", name="Turn timeline →").click()
+            rows = timeline_rows(page)
+            expect(rows.filter(has=page.locator(".tl-name", has_text="call_llm"))).to_have_count(2)
+            lookup = rows.filter(has=page.locator(".tl-name", has_text="lookup_order"))
+            expect(lookup).to_have_count(1)
+            expect(lookup.locator(".tag.tool")).to_have_text("tool")
+            expect(lookup).to_have_attribute("data-status", "completed")
+            expect(payload(open_bar(lookup), "Output")).to_contain_text("Alan Turing")
+            calc = rows.filter(has=page.locator(".tl-name", has_text="calculate"))
+            expect(calc).to_contain_text("438")
+            expect(payload(open_bar(calc), "Input")).to_contain_text("2 * 219")
+            first_model = rows.filter(has=page.locator(".tl-name", has_text="call_llm")).first
+            expect(first_model).to_contain_text("asks for lookup_order, calculate")
+            look_at(page, tmp_path / "tool-turn-timeline.png")
+            # a structured reply is shown pretty-printed under the reply
+            llm.script(reply(json.dumps({"order": "A1002", "total": 438, "currency": "EUR"})))
+            r = host.request("POST", "/api/agents/MyDurableAgent/run",
+                             {"message": "The same as JSON, please.", "thread_id": doc["thread_id"],
+                              "response_format": {"type": "json_object"}},
+                             {"Accept": "application/json"})
+            assert r.status == 200 and r.json()["output"]["total"] == 438, r
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            structured = page.get_by_label("Structured output")
+            expect(structured).to_have_text(json.dumps(r.json()["output"], indent=2))
+
+            # metrics count every model call of the turn, not only its last
+            page.get_by_role("link", name="Metrics", exact=True).click()
+            expect(page.get_by_label("Turns completed: 2")).to_be_visible()
+            expect(page.get_by_text("3 model calls")).to_be_visible()
+        finally:
+            host.kill()
+
+
+def test_approve_a_pending_call_from_the_agents_page(tmp_path, page):
+    from tests.fake_openai import reply, tool_call, tool_calls
+    with FakeOpenAI() as llm:
+        llm.script(tool_calls(tool_call("refund_order", {"order_id": "A1001", "amount": 29.5,
+                                                         "reason": "mouse arrived broken"},
+                                        id="call_refund")),
+                   reply("Refunded 29.50 EUR for the mouse."))
+        host = tool_host(llm, tmp_path)
+        try:
+            host.start()
+            r = host.request("POST", "/api/agents/MyDurableAgent/run?wait_for_response=false",
+                             {"message": "Please refund the broken mouse of order A1001."},
+                             {"Accept": "application/json"})
+            assert r.status == 202, r
+            thread_id, turn_id = r.headers["x-ms-thread-id"], r.headers["x-ms-turn-id"]
+            name, key = thread_id.lstrip("@").split("@")
+            instance = f"turn-{key}-{turn_id}"
+            deadline = time.time() + 30
+            while (status(host, instance).get("customStatus") or {}).get("state") != \
+                    "waiting_for_approval":
+                assert time.time() < deadline, status(host, instance)
+                time.sleep(0.05)
+
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            approvals = page.get_by_role("list", name="Pending approvals").locator("li")
+            expect(approvals).to_have_count(1)
+            expect(approvals).to_contain_text("refund_order")
+            expect(approvals).to_contain_text("A1001")
+            expect(page.get_by_role("list", name="Running turns")).to_contain_text(
+                "Please refund the broken mouse of order A1001.")
+            page.get_by_label("Reason for refund_order").fill("checked the photo")
+            page.evaluate("window.__samePage = true")
+            approvals.get_by_role("button", name="Approve").click()
+
+            # the turn completes and the page shows it live: no approval left, the reply in
+            expect(page.get_by_text("No turn is running on this thread.")).to_be_visible()
+            transcript = page.get_by_role("list", name="Transcript").locator(":scope > li")
+            expect(transcript.last).to_contain_text("Refunded 29.50 EUR for the mouse.")
+            call = page.get_by_role("list", name="Tool calls").locator("li")
+            expect(call).to_contain_text("refund_order")
+            expect(call).to_contain_text("approved by devhost dashboard")
+            assert page.evaluate("window.__samePage") is True
+            doc = wait_done(host, instance)
+            assert doc["runtimeStatus"] == "Completed", doc
+            approval = doc["output"]["tool_calls"][0]["approval"]
+            assert approval["approved"] is True and approval["reason"] == "checked the photo"
+            assert approval["by"] == "devhost dashboard"
+            look_at(page, tmp_path / "approved.png")
+
+            # the timeline shows the wait for the decision and who raised it
+            transcript.last.get_by_role("link", name="Turn timeline →").click()
+            decision = timeline_rows(page).filter(has_text="approval:call_refund")
+            expect(decision).to_contain_text("approved by devhost dashboard")
+            refund = timeline_rows(page).filter(has=page.locator(".tl-name", has_text="refund_order"))
+            expect(refund).to_have_attribute("data-status", "completed")
+
+            # Deny: the tool never runs, the model is told, the turn still completes
+            llm.script(tool_calls(tool_call("refund_order", {"order_id": "A1005", "amount": 45.0,
+                                                             "reason": "charger"}, id="call_deny")),
+                       reply("I could not refund the charger."))
+            r = host.request("POST", "/api/agents/MyDurableAgent/run?wait_for_response=false",
+                             {"message": "Refund the charger of A1005 too.", "thread_id": thread_id},
+                             {"Accept": "application/json"})
+            assert r.status == 202, r
+            second = f"turn-{key}-{r.headers['x-ms-turn-id']}"
+            page.goto(dashboard(host, f"#/agents/{name}/{key}"))
+            expect(approvals).to_contain_text("A1005")
+            approvals.get_by_role("button", name="Deny").click()
+            expect(transcript.last).to_contain_text("I could not refund the charger.")
+            denied = page.get_by_role("list", name="Tool calls").locator("li", has_text="A1005")
+            expect(denied).to_contain_text("denied by devhost dashboard")
+            assert wait_done(host, second)["output"]["tool_calls"][0]["approval"]["approved"] is False
+            refunds = (tmp_path / "tools-data" / "refunds.jsonl").read_text().splitlines()
+            assert [json.loads(line)["order_id"] for line in refunds] == ["A1001"]  # only approved
         finally:
             host.kill()

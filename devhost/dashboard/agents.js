@@ -78,20 +78,25 @@ function durationText(d) {
 
 /** Tool calls of a message in either spelling: [{id, name, arguments}] (arguments: JSON text). */
 function toolCallsOf(message) {
-  const calls = message.toolCalls || message.tool_calls;
+  const calls = message.tool_calls || message.toolCalls;
   if (!Array.isArray(calls)) return [];
   return calls.map((c) => ({ id: c.id, name: c.name || c.function?.name,
-    arguments: c.arguments ?? c.function?.arguments, result: c.result, error: c.error, status: c.status }));
+    arguments: c.arguments ?? c.function?.arguments, result: c.result, error: c.error,
+    approval: c.approval, durationMs: c.duration_ms }));
 }
 
 function toolCallBlock(call, results) {
-  const result = call.result !== undefined ? call.result : results.get(call.id);
+  const stored = results.get(call.id);
+  const result = call.result !== undefined ? call.result : call.error !== undefined ? { error: call.error } : stored?.content;
+  const approval = call.approval || stored?.approval;
   const args = unwrap(call.arguments);
   return h("li", { class: "tool-call" },
-    h("div", { class: "tool-head" }, h("span", { class: "tag" }, "tool"), " ",
+    h("div", { class: "tool-head" }, h("span", { class: "tag tool" }, "tool"), " ",
       h("strong", { class: "mono" }, call.name || "?"),
       h("code", { class: "tool-args" }, preview(args, 120)),
-      call.status ? h("span", { class: "muted" }, ` · ${call.status}`) : null),
+      typeof call.durationMs === "number" ? h("span", { class: "muted" }, fmtDuration(call.durationMs)) : null,
+      approval ? h("span", { class: `tag ${approval.approved ? "" : "warn"}` },
+        `${approval.approved ? "approved" : "denied"}${approval.by ? ` by ${approval.by}` : ""}`) : null),
     result !== undefined
       ? h("details", { "data-k": `tool-${call.id}`, class: "tool-result" },
         h("summary", {}, h("span", { class: "d-key" }, call.error ? "Error" : "Result"), " ",
@@ -100,7 +105,7 @@ function toolCallBlock(call, results) {
       : call.error ? h("p", { class: "err" }, String(call.error)) : null);
 }
 
-function bubble(message, agent, i, key, results) {
+function bubble(message, agent, i, key, results, stepIds) {
   const user = message.role === "user";
   const meta = [];
   if (!user) {
@@ -110,10 +115,11 @@ function bubble(message, agent, i, key, results) {
     const dur = durationText(message.durationMs);
     if (dur) meta.push(h("span", { class: "chip-meta", title: "Durations" }, dur));
   }
-  if (message.turnId && !user) {
+  if (message.turnId && !user && message.usage) {  // the reply (not a tool step)
     meta.push(link(route("instances", turnInstance(key, message.turnId)), "Turn timeline →"));
   }
-  const calls = toolCallsOf(message);
+  // the reply's summary of the turn's calls is shown only when the steps themselves are not
+  const calls = toolCallsOf(message).filter((c) => message.tool_calls || !stepIds.has(c.id));
   const output = message.output !== undefined ? message.output : message.structured;
   const who = user ? "User" : message.role === "assistant" ? agent : message.role || "message";
   return h("li", { class: `msg ${user ? "from-user" : "from-agent"}`, "data-k": i },
@@ -134,10 +140,13 @@ function runningTurns(turns, threadId, key, onDecide) {
     const custom = doc.customStatus && typeof doc.customStatus === "object" ? doc.customStatus : {};
     const pending = Array.isArray(custom.pending) ? custom.pending : [];
     const turnId = doc.instanceId.slice(`${TURN_PREFIX}${key}-`.length);
+    const input = unwrap(doc.input);
     return h("li", { class: "turn-card" },
       h("div", { class: "turn-head" }, badge(doc.runtimeStatus), " ",
         link(route("instances", doc.instanceId), h("span", { class: "mono break" }, doc.instanceId)),
         custom.state ? h("span", { class: "tag" }, String(custom.state).replace(/_/g, " ")) : null),
+      input && typeof input === "object" && input.message
+        ? h("p", { class: "turn-message" }, h("span", { class: "d-key" }, "User"), " ", preview(input.message, 300)) : null,
       pending.length ? h("ul", { class: "approvals", "aria-label": "Pending approvals" }, pending.map((item) => {
         const reason = h("input", { type: "text", class: "approval-reason", placeholder: "reason (optional)",
           "aria-label": `Reason for ${item.tool}` });
@@ -188,7 +197,7 @@ export function threadView(name, key) {
   async function refresh() {
     let state = null;
     const running = api(`${API}/instances/?instanceIdPrefix=${encodeURIComponent(`${TURN_PREFIX}${key}-`)}` +
-      "&runtimeStatus=Running,Pending,Suspended&showInput=false");
+      "&runtimeStatus=Running,Pending,Suspended");
     try {
       state = (await api(entityUrl(name, key))).data;
     } catch (err) {
@@ -222,12 +231,11 @@ export function threadView(name, key) {
     turnsRegion.show(turns.map((t) => [t.instanceId, t.runtimeStatus, t.customStatus]), () =>
       runningTurns(turns, threadId, key, decide));
     // tool results stored as their own messages (role "tool", tool_call_id) are shown under the call
-    const results = new Map(messages.filter((m) => m.role === "tool")
-      .map((m) => [m.tool_call_id || m.toolCallId, m.content]));
-    const shown = messages.filter((m) => m.role !== "tool" || !results.has(m.tool_call_id || m.toolCallId) ||
-      !messages.some((o) => toolCallsOf(o).some((c) => c.id === (m.tool_call_id || m.toolCallId))));
+    const results = new Map(messages.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]));
+    const stepIds = new Set(messages.flatMap((m) => (Array.isArray(m.tool_calls) ? m.tool_calls : []).map((c) => c.id)));
+    const shown = messages.filter((m) => m.role !== "tool" || !stepIds.has(m.tool_call_id));
     chat.show(messages, () => shown.length
-      ? h("ol", { class: "chat", "aria-label": "Transcript" }, shown.map((m, i) => bubble(m, agent, i, key, results)))
+      ? h("ol", { class: "chat", "aria-label": "Transcript" }, shown.map((m, i) => bubble(m, agent, i, key, results, stepIds)))
       : empty("No messages yet."));
   }
   const el = h("div", { class: "view" },

@@ -220,7 +220,7 @@ function overviewView() {
   const el = h("div", { class: "view" },
     heading("Overview"),
     section("Orchestrations by status", statusRegion.el),
-    section("Pending work", workRegion.el),
+    section("Pending work", workRegion.el, h("p", {}, link("#/metrics", "Metrics: turns, latency, failures →"))),
     section("Recent orchestrations", recentRegion.el,
       h("p", {}, link("#/instances", "All orchestrations →"))));
 
@@ -472,7 +472,8 @@ function instanceView(id, query) {
   async function load() {
     let answer;
     try {
-      answer = await api(instanceUrl(id, "?showHistory=true&showHistoryOutput=true"));
+      // the Timeline tab reads its events from the timeline endpoint: no history needed here
+      answer = await api(instanceUrl(id, tab === "history" ? "?showHistory=true&showHistoryOutput=true" : ""));
     } catch (err) {
       if (err.status === 404) return null;
       throw err;
@@ -504,7 +505,8 @@ function instanceView(id, query) {
     const events = Array.isArray(doc.historyEvents) ? doc.historyEvents : [];
     const started = parseTime(events.find((e) => e.EventType === "ExecutionStarted")?.Timestamp);
     const finished = parseTime(events.find((e) => e.EventType === "ExecutionCompleted" || e.EventType === "ExecutionTerminated")?.Timestamp);
-    const duration = started !== null && finished !== null ? finished - started : instanceDuration(doc);
+    const duration = started !== null && finished !== null ? finished - started
+      : tl && tl.finished ? tl.end - tl.start : instanceDuration(doc);
     const shownDuration = TERMINAL.has(doc.runtimeStatus) ? fmtDuration(duration)
       : `${fmtCoarse(instanceDuration(doc))} so far`;
     const { name, instanceId, runtimeStatus, createdTime, lastUpdatedTime } = doc;
@@ -679,7 +681,7 @@ async function poll() {
       const any = changes.instances.length || changes.entities.length || changes.totalChanged;
       const view = current;
       const due = view && view.every && Date.now() - (view.refreshedAt || 0) >= view.every;
-      if (view && (due || (any && (!view.wants || view.wants(changes))))) refreshView();
+      if (view && (due || data.truncated || (any && (!view.wants || view.wants(changes))))) refreshView();
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 401)) console.warn(err);
     }
@@ -692,6 +694,7 @@ live.refresh = () => refreshView();
 window.addEventListener("hashchange", () => render());
 updateToggle();
 loadHub();
-// The cursor is taken before the first render, so nothing written in between is missed.
-api(`${DASH}/changes`).then(({ data }) => { cursor = data.cursor; lastTotal = data.total; }, () => {})
-  .finally(() => render().then(() => setTimeout(poll, LIVE_MS)));
+// The cursor is asked for before the first view's reads (requests go out in order), so nothing
+// written in between is missed; the first paint does not wait for it.
+const first = api(`${DASH}/changes`).then(({ data }) => { cursor = data.cursor; lastTotal = data.total; }, () => {});
+Promise.all([first, render()]).then(() => setTimeout(poll, LIVE_MS));

@@ -14,6 +14,9 @@ const KIND_LABEL = {
 function detailText(row) {
   if (row.status === "failed") return `failed: ${preview(row.error, 100)}`;
   const out = row.output;
+  if (isToolCall(row) && row.status !== "running") {
+    return `${preview(row.input.arguments, 60)} → ${preview(out, 80)}`;
+  }
   if (row.kind === "activity" && out && typeof out === "object" && !Array.isArray(out)) {
     const parts = [];
     if (out.model) parts.push(out.model);
@@ -33,6 +36,11 @@ function detailText(row) {
   if (row.kind === "signal") return `signal${row.input !== null && row.input !== undefined ? ` · input ${preview(row.input, 60)}` : ""}`;
   if (row.kind === "event") {
     if (row.status === "waiting") return `waiting${row.waitingFor ? ` for approval of ${row.waitingFor}` : ""}`;
+    const data = unwrap(out);  // event data the SDK sent JSON-encoded twice reads as its value
+    if (data && typeof data === "object" && typeof data.approved === "boolean") {  // approval:<call_id>
+      return `${data.approved ? "approved" : "denied"}${row.raisedBy ? ` by ${row.raisedBy}` : ""}` +
+        `${data.reason ? ` · ${preview(data.reason, 60)}` : ""}`;
+    }
     const by = row.raisedBy ? `raised by ${row.raisedBy}` : "received";
     return `${by}${row.output !== null && row.output !== undefined ? ` · ${preview(row.output, 60)}` : ""}`;
   }
@@ -40,6 +48,11 @@ function detailText(row) {
   if (row.status === "abandoned") return "never completed";
   if (out === null || out === undefined) return row.status;
   return `→ ${preview(out, 80)}`;
+}
+
+/** A tool's activity (named after the tool) gets {call_id, arguments, ...} as its input. */
+function isToolCall(row) {
+  return row.kind === "activity" && row.input && typeof row.input === "object" && "call_id" in row.input && "arguments" in row.input;
 }
 
 function rowName(row) {
@@ -95,7 +108,7 @@ export function timelineChart(tl) {
       title: `${row.name}: ${row.status}, ${duration}`,
     });
     const label = h("div", { class: "tl-label" },
-      h("div", { class: "tl-name" }, rowName(row),
+      h("div", { class: "tl-name" }, rowName(row), isToolCall(row) ? h("span", { class: "tag tool" }, "tool") : null,
         row.attempt > 1 ? h("span", { class: "tag attempt" }, `attempt ${row.attempt}`) : null,
         row.kind === "suborchestration" && row.instanceId
           ? h("a", { href: route("instances", row.instanceId), class: "tl-open", onclick: (e) => e.stopPropagation() },
