@@ -27,6 +27,7 @@ run: $(STAMP) local.settings.json
 
 test: $(STAMP)
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-azurite.sh
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -58,6 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
     config = load_host_config(app_dir)
     index = index_app(import_app(app_dir))
     db_path = Path(args.db).resolve() if args.db else app_dir / ".devhost" / f"{config.hub_name}.sqlite"
+    os.environ["DEVHOST_TASK_HUB_PATH"] = str(db_path)  # core/journal.py keeps its file beside it
     store = Store(db_path)
     engine = Engine(store, index, config)
     function_keys = [k.strip() for k in os.environ.get("DEVHOST_FUNCTION_KEYS", "").split(",")]

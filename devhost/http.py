@@ -22,7 +22,7 @@ import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import commands
+from . import asgi_http, commands, dashboard_api
 from . import protocol as p
 from .context import InvocationContext
 from .engine import Engine
@@ -367,15 +367,14 @@ async def handle_trigger(request: web.Request) -> web.StreamResponse:
 
 
 async def invoke_http_function(request: web.Request, host: HostState, function: HttpFunction,
-                               route_params: dict) -> web.Response:
+                               route_params: dict) -> web.StreamResponse:
     if host.keys_enforced and function.auth_level != "anonymous":
         level = host.key_level(request)
         if level is None or (function.auth_level == "admin" and level != "admin"):
             raise Unauthorized(f"function '{function.name}' needs a "
                                f"{'master' if function.auth_level == 'admin' else 'function'} "
                                "key (?code= or the x-functions-key header)")
-    body = await request.read()
-    kwargs = {function.request_param: build_request(request, body, route_params)}
+    kwargs = {}
     invocation = InvocationContext(function.name)
     if function.client_param:
         kwargs[function.client_param] = p.client_binding(
@@ -383,6 +382,13 @@ async def invoke_http_function(request: web.Request, host: HostState, function: 
             function.client_connection or "Storage", code=host.master_key)
     if function.wants_context:
         kwargs["context"] = invocation
+    if asgi_http.enabled():  # the app imports the FastAPI extension: every HTTP function streams
+        return await asgi_http.invoke(
+            request, function, route_params, kwargs,
+            lambda call: asyncio.get_running_loop().run_in_executor(host.http_pool, call),
+            invocation.invocation_id)
+    body = await request.read()
+    kwargs[function.request_param] = build_request(request, body, route_params)
     try:
         if function.is_async:
             result = await function.fn(**kwargs)
@@ -424,5 +430,6 @@ def build_app(host: HostState) -> web.Application:
     app.router.add_get("/_devhost/", dashboard)
     app.router.add_get("/_devhost", dashboard)
     app.router.add_get("/_devhost/static/{file}", dashboard_file)
+    dashboard_api.register(app, host)  # the dashboard's read endpoints, /_devhost/api/...
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_trigger)  # any path, newlines too
     return app

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import azure.functions as func
 
+from . import asgi_http
 from .config import load_local_settings
 from .errors import AppLoadError
 
@@ -173,4 +174,5 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
                 getattr(client, "connection_name", None) if client else None))
         else:
             index.unsupported.append((name, kind))
+    asgi_http.check_functions(index)  # FastAPI mode refuses func.HttpRequest, as the worker does
     return index

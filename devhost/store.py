@@ -387,3 +387,75 @@ class Store:
                     "SELECT COUNT(*) FROM activities").fetchone()[0],
                 "pendingEntityOperations": self.db.execute(
                     "SELECT COUNT(*) FROM entity_ops").fetchone()[0]}
+
+    # -- dashboard reads ------------------------------------------------------------------------
+    # Read-only queries behind devhost/dashboard_api.py (the dashboard's list, changes feed and
+    # metrics). Summaries leave out input/output so a page of thousands of instances stays cheap.
+
+    @staticmethod
+    def _dashboard_filter(name: str | None, statuses: list[str] | None,
+                          created_from: float | None, created_to: float | None,
+                          prefix: str | None) -> tuple[str, list]:
+        sql, args = " WHERE 1=1", []
+        if name:
+            sql += " AND name = ? COLLATE NOCASE"
+            args.append(name)
+        if statuses:
+            sql += f" AND status IN ({','.join('?' for _ in statuses)})"
+            args.extend(statuses)
+        if created_from is not None:
+            sql += " AND created_at >= ?"
+            args.append(created_from)
+        if created_to is not None:
+            sql += " AND created_at <= ?"
+            args.append(created_to)
+        if prefix:
+            sql += " AND substr(instance_id, 1, ?) = ?"
+            args.extend([len(prefix), prefix])
+        return sql, args
+
+    def dashboard_instances(self, *, name: str | None = None, statuses: list[str] | None = None,
+                            created_from: float | None = None, created_to: float | None = None,
+                            prefix: str | None = None, limit: int = 25,
+                            offset: int = 0) -> tuple[list[dict], int]:
+        """One page of instance summaries, newest first, and how many match in all."""
+        where, args = self._dashboard_filter(name, statuses, created_from, created_to, prefix)
+        total = self.db.execute("SELECT COUNT(*) FROM instances" + where, args).fetchone()[0]
+        rows = self.db.execute(
+            "SELECT instance_id, name, status, created_at, updated_at, parent_instance_id "
+            f"FROM instances{where} ORDER BY created_at DESC, instance_id LIMIT ? OFFSET ?",
+            [*args, limit, offset])
+        return [dict(r) for r in rows], total
+
+    def dashboard_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM instances ORDER BY name")]
+
+    def dashboard_changes(self, since: float, limit: int = 200) -> dict:
+        """Instances and entities written after `since` (updated_at), newest first."""
+        instances = [dict(r) for r in self.db.execute(
+            "SELECT instance_id, status, updated_at FROM instances WHERE updated_at > ? "
+            "ORDER BY updated_at DESC LIMIT ?", (since, limit))]
+        entities = [dict(r) for r in self.db.execute(
+            "SELECT entity_id, updated_at FROM entities WHERE updated_at > ? "
+            "ORDER BY updated_at DESC LIMIT ?", (since, limit))]
+        latest = self.db.execute(
+            "SELECT MAX(t) FROM (SELECT MAX(updated_at) AS t FROM instances "
+            "UNION ALL SELECT MAX(updated_at) FROM entities)").fetchone()[0]
+        total = self.db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+        return {"instances": instances, "entities": entities, "latest": latest, "total": total}
+
+    def dashboard_finished_since(self, since: float) -> list[dict]:
+        """Instances that reached a terminal status after `since` (for the metrics window)."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT instance_id, name, status, created_at, updated_at, output FROM instances "
+            "WHERE updated_at >= ? AND status IN ('Completed', 'Failed', 'Terminated') "
+            "ORDER BY updated_at", (since,))]
+
+    def dashboard_active_by_name(self) -> dict[str, dict[str, int]]:
+        """{name: {status: count}} for instances not yet finished."""
+        out: dict[str, dict[str, int]] = {}
+        for name, status, count in self.db.execute(
+                "SELECT name, status, COUNT(*) FROM instances WHERE status IN "
+                "('Pending', 'Running', 'Suspended') GROUP BY name, status"):
+            out.setdefault(name, {})[status] = count
+        return out

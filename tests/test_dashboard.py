@@ -208,13 +208,14 @@ def test_overview_list_and_detail(patterns_host, page, tmp_path):
     # paging with the continuation token: 2 + 1
     page.goto(dashboard(host, "#/instances?top=2"))
     expect(page.locator("tbody tr")).to_have_count(2)
-    expect(page.get_by_text("Page 1 · 2 instances")).to_be_visible()
+    expect(page.get_by_text("Page 1 of 2 · 1–2 of 3 instances")).to_be_visible()
     expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
     page.get_by_role("button", name="Next →").click()
-    expect(page.get_by_text("Page 2 · 1 instance")).to_be_visible()
+    expect(page.get_by_text("Page 2 of 2 · 3–3 of 3 instances")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"#/instances\?top=2&page=2$"))
     expect(page.locator("tbody tr")).to_have_count(1)
     page.get_by_role("button", name="← Previous").click()
-    expect(page.get_by_text("Page 1 · 2 instances")).to_be_visible()
+    expect(page.get_by_text("Page 1 of 2 · 1–2 of 3 instances")).to_be_visible()
 
     # instance detail: status, output, the history timeline with durations
     page.goto(dashboard(host, "#/instances"))
@@ -223,6 +224,8 @@ def test_overview_list_and_detail(patterns_host, page, tmp_path):
     expect(page.get_by_role("heading", level=1)).to_contain_text(first)
     expect(page.locator(".facts .badge")).to_have_text("Completed")
     expect(page.get_by_role("region", name="Output")).to_contain_text('"Hello Tokyo!"')
+    page.get_by_role("link", name="History", exact=True).click()
+    expect(page).to_have_url(re.compile(rf"#/instances/{first}\?tab=history$"))
     history = page.get_by_role("region", name="History").locator("tbody tr")
     expect(history).to_have_count(5)
     completed = history.filter(has_text="TaskCompleted")
@@ -267,7 +270,7 @@ def test_raise_event_and_lifecycle_actions_from_the_detail_page(patterns_host, p
     approval = start_with_input(host, "approval", 120)
     wait_running(host, approval, "TimerCreated")
 
-    page.goto(dashboard(host, f"#/instances/{approval}"))
+    page.goto(dashboard(host, f"#/instances/{approval}?tab=history"))
     expect(page.locator(".facts .badge")).to_have_text("Running")
     expect(page.get_by_role("button", name="Rewind")).to_be_disabled()
     page.get_by_label("Event name").fill("Approval")
@@ -287,7 +290,7 @@ def test_raise_event_and_lifecycle_actions_from_the_detail_page(patterns_host, p
     # suspend and resume
     waiting = start(host, "long_wait")
     wait_running(host, waiting, "")
-    page.goto(dashboard(host, f"#/instances/{waiting}"))
+    page.goto(dashboard(host, f"#/instances/{waiting}?tab=history"))
     expect(page.locator(".facts .badge")).to_have_text("Running")
     page.get_by_role("button", name="Suspend").click()
     expect(result_message(page)).to_contain_text("Suspend: accepted (HTTP 202)")
@@ -394,6 +397,209 @@ def test_master_key_prompt_when_keys_are_enforced(devhost_factory, tmp_path, pag
 
 
 # ----------------------------------------------------------------------------------------------
+# timeline, semantic history, filters in the URL
+
+def timeline_rows(page):
+    return page.get_by_role("list", name="Timeline").locator(":scope > li")
+
+
+def open_bar(row):
+    """Click the row's bar (a person clicks the bar to read its input and output)."""
+    row.locator(".tl-bar").click()
+    return row.locator(".tl-detail")
+
+
+def payload(detail, title: str):
+    """The input/output/error block titled `title` in an opened bar's details."""
+    return detail.locator(".tl-payload").filter(
+        has=detail.page.get_by_role("heading", name=title, exact=True))
+
+
+def test_timeline_bars_carry_results_retries_and_failures(patterns_host, page):
+    host = patterns_host
+    chain = wait_for_status(host, start(host, "chain"))["instanceId"]
+    page.goto(dashboard(host, f"#/instances/{chain}"))
+    rows = timeline_rows(page)
+    expect(rows).to_have_count(3)
+    for i, city in enumerate(["Tokyo", "Seattle", "London"]):
+        row = rows.nth(i)
+        expect(row).to_contain_text("say_hello")
+        expect(row).to_contain_text(f"→ Hello {city}!")
+        detail = open_bar(row)
+        expect(detail.get_by_role("heading", name="Input")).to_be_visible()
+        expect(detail).to_contain_text(city)
+        expect(payload(detail, "Output").locator("pre")).to_have_text(f"Hello {city}!")
+    # the bars share one axis: each later call starts at or after the one before
+    boxes = [rows.nth(i).locator(".tl-bar").bounding_box() for i in range(3)]
+    assert boxes[0]["x"] <= boxes[1]["x"] <= boxes[2]["x"], boxes
+    expect(page.locator(".tl-episodes .tl-episode")).to_have_count(4)
+
+    # two failed attempts and a success: three bars, the failures red with the error
+    retried = start_with_input(host, "retrying", {"key": "tl", "fail_times": 2, "attempts": 3})
+    assert wait_for_status(host, retried)["output"] == "ok after 3"
+    page.goto(dashboard(host, f"#/instances/{retried}"))
+    attempts = timeline_rows(page).filter(has=page.locator(".tl-name", has_text="flaky"))
+    expect(attempts).to_have_count(3)
+    for i in (0, 1):
+        expect(attempts.nth(i)).to_have_attribute("data-status", "failed")
+        expect(attempts.nth(i)).to_contain_text(f"ValueError: attempt {i + 1} failed")
+        color = attempts.nth(i).locator(".tl-bar").evaluate("b => getComputedStyle(b).backgroundColor")
+        red, green, blue = map(int, re.findall(r"\d+", color)[:3])
+        assert red > 150 and green < 90 and blue < 90, color
+    expect(attempts.nth(1)).to_contain_text("attempt 2")
+    expect(attempts.nth(2)).to_contain_text("attempt 3")
+    expect(attempts.nth(2)).to_contain_text("→ ok after 3")
+    expect(timeline_rows(page).filter(has_text="retry delay before attempt")).to_have_count(2)
+    error = open_bar(attempts.first)
+    expect(payload(error, "Error")).to_contain_text("attempt 1 failed")
+
+    # a durable timer and an external event that arrives while the page is open (live update)
+    waiting = start_with_input(host, "approval", 120)
+    wait_running(host, waiting, "TimerCreated")
+    page.goto(dashboard(host, f"#/instances/{waiting}"))
+    timer = timeline_rows(page).filter(has_text="durable timer")
+    expect(timer).to_have_attribute("data-status", "waiting")
+    page.evaluate("window.__samePage = true")
+    r = host.request("POST", f"{WEBHOOKS}/instances/{waiting}/raiseEvent/Approval",
+                     json.dumps({"by": "a reviewer", "ok": True}), JSON)
+    assert r.status == 202, r
+    event = timeline_rows(page).filter(has_text="Approval")
+    expect(event).to_contain_text("raised by a reviewer")
+    expect(page.locator(".facts .badge")).to_have_text("Completed")
+    expect(timer).to_have_attribute("data-status", "cancelled")
+    assert page.evaluate("window.__samePage") is True  # updated in place, never reloaded
+
+    # phone-sized: the Gantt still fits, no sideways scrolling
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(event).to_contain_text("raised by a reviewer")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_sub_orchestration_opens_from_the_parent_timeline(patterns_host, page):
+    host = patterns_host
+    parent = start(host, "parent")
+    doc = wait_for_status(host, parent)
+    assert doc["output"] == {"chain": ["Hello Tokyo!", "Hello Seattle!", "Hello London!"],
+                             "fan_out": 20}
+    page.goto(dashboard(host, f"#/instances/{parent}"))
+    rows = timeline_rows(page)
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-kind", "suborchestration")
+    expect(rows.nth(1)).to_contain_text("fan_out")
+    expect(rows.nth(1)).to_contain_text("→ 20")
+    rows.nth(1).get_by_role("link", name="open ↗").click()
+    child = f"{parent}-child"
+    expect(page).to_have_url(re.compile(rf"#/instances/{re.escape(child)}$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text(child)
+    expect(timeline_rows(page).filter(has_text="double")).to_have_count(5)
+    # and back up through the parent link
+    page.locator(".facts").get_by_role("link", name=parent).click()
+    expect(page).to_have_url(re.compile(rf"#/instances/{parent}$"))
+    # the first child (chain) opens from its bar's details too
+    detail = open_bar(timeline_rows(page).nth(0))
+    detail.get_by_role("link", name=re.compile("^Open sub-orchestration")).click()
+    expect(timeline_rows(page).filter(has_text="say_hello")).to_have_count(3)
+
+
+def test_entity_calls_read_as_operations_with_their_results(patterns_host, page):
+    host = patterns_host
+    counting = start_with_input(host, "counting", "sem")
+    assert wait_for_status(host, counting)["output"]["final"] == 31
+    page.goto(dashboard(host, f"#/instances/{counting}"))
+    rows = timeline_rows(page)
+    expect(rows).to_have_count(6)
+    expect(rows.nth(0)).to_have_attribute("data-kind", "signal")
+    adds = rows.filter(has=page.locator(".tl-name", has_text="add")).filter(has_text="→")
+    expect(adds).to_have_count(3)
+    for i, total in enumerate([11, 21, 31]):
+        expect(adds.nth(i)).to_contain_text("@counter@sem")
+        expect(adds.nth(i)).to_contain_text(f"→ {total}")
+    detail = open_bar(adds.first)
+    expect(payload(detail, "Request").locator("pre")).to_have_text("10")
+    expect(payload(detail, "Result").locator("pre")).to_have_text("11")
+    failed = rows.filter(has=page.locator(".tl-name", has_text="fail"))
+    expect(failed).to_have_attribute("data-status", "failed")
+    expect(failed).to_contain_text("counter refused")
+
+    # the History tab: the same calls as operations, the raw events one click away
+    page.get_by_role("link", name="History", exact=True).click()
+    history = page.get_by_role("region", name="History").locator("tbody tr")
+    calls = history.filter(has=page.locator(".ev-type", has_text=re.compile("^Entity call$")))
+    results = history.filter(has=page.locator(".ev-type", has_text=re.compile("^Entity result$")))
+    expect(calls).to_have_count(5)
+    expect(results).to_have_count(4)
+    expect(history.filter(has_text="Entity signal")).to_have_count(1)
+    expect(history.filter(has_text="Entity call failed")).to_contain_text("counter refused")
+    expect(results.first).to_contain_text("add on @counter@sem")
+    expect(results.first).to_contain_text("Result 11")
+    raw = results.first.locator("details", has_text="Raw event")
+    expect(raw.locator("pre")).to_be_hidden()
+    raw.locator("summary").click()
+    expect(raw.locator("pre")).to_contain_text('"EventType": "EventRaised"')
+    # the entity link leads to its state
+    results.first.get_by_role("link", name="@counter@sem").click()
+    expect(page.get_by_role("region", name="State").locator("pre")).to_have_text("31")
+
+
+def test_list_filters_live_in_the_url(patterns_host, page):
+    host = patterns_host
+    chains = [wait_for_status(host, start(host, "chain", f"keep-{i}"))["instanceId"] for i in range(3)]
+    other = wait_for_status(host, start(host, "fan_out", "keep-fan"))["instanceId"]
+    running = start(host, "long_wait", "wait-1")
+    wait_running(host, running, "")
+
+    page.goto(dashboard(host, "#/instances"))
+    expect(page.locator("tbody tr")).to_have_count(5)
+    page.get_by_label("Orchestration name").fill("chain")
+    page.get_by_label("Instance ID prefix").fill("keep-")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("tbody tr")).to_have_count(3)
+    expect(page).to_have_url(re.compile(r"#/instances\?name=chain&prefix=keep-$"))
+    page.get_by_role("checkbox", name="Completed").check()
+    expect(page).to_have_url(re.compile(r"#/instances\?status=Completed&name=chain&prefix=keep-$"))
+    expect(page.get_by_text("1–3 of 3 instances")).to_be_visible()
+
+    # reload: the filters survive (inputs filled, rows filtered)
+    page.reload()
+    expect(page.get_by_label("Orchestration name")).to_have_value("chain")
+    expect(page.get_by_label("Instance ID prefix")).to_have_value("keep-")
+    expect(page.get_by_role("checkbox", name="Completed")).to_be_checked()
+    expect(page.locator("tbody tr")).to_have_count(3)
+    for instance_id in chains:
+        expect(row_of(page, instance_id)).to_have_count(1)
+    expect(row_of(page, other)).to_have_count(0)
+
+    # a shared link works in a fresh tab; the back button restores the previous filters
+    fresh = page.context.new_page()
+    fresh.goto(page.url)
+    expect(fresh.locator("tbody tr")).to_have_count(3)
+    fresh.close()
+    page.go_back()
+    expect(page.get_by_role("checkbox", name="Completed")).not_to_be_checked()
+    expect(page.get_by_label("Orchestration name")).to_have_value("chain")
+
+    # created range: a window in the future matches nothing; one around now matches all
+    page.goto(dashboard(host, "#/instances"))
+    page.get_by_label("Created from").fill("2099-01-01T00:00")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_text("No orchestrations match these filters.")).to_be_visible()
+    assert "from=2099-01-01T" in page.url
+    page.get_by_label("Created from").fill("2000-01-01T00:00")
+    page.get_by_label("Created to").fill("2099-01-01T00:00")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("tbody tr")).to_have_count(5)
+
+    # bad input to the list endpoint: a JSON 400, nothing else
+    r = host.request("GET", "/_devhost/api/instances?status=Nope")
+    assert r.status == 400 and r.json()["error"]["code"] == "invalid_query", r
+    r = host.request("GET", "/_devhost/api/instances?createdFrom=yesterday")
+    assert r.status == 400 and "ISO 8601" in r.json()["error"]["message"], r
+    r = host.request("GET", "/_devhost/api/changes?since=nan")
+    assert r.status == 400, r
+
+
+# ----------------------------------------------------------------------------------------------
 # 5: agents
 
 def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
@@ -437,7 +643,35 @@ def test_agents_view_lists_the_thread_and_shows_the_transcript(tmp_path, page):
             expect(page.locator(".facts")).to_contain_text(thread_id)
             look_at(page, tmp_path / "agent-thread.png")
 
+            # each reply links to its turn's timeline: lease, model call (model, tokens), append
+            bubbles.nth(3).get_by_role("link", name="Turn timeline →").click()
+            turn_id = reply["turnId"]
+            expect(page).to_have_url(re.compile(rf"#/instances/turn-{key}-{turn_id}$"))
+            rows = timeline_rows(page)
+            acquire = rows.filter(has=page.locator(".tl-name", has_text="acquire"))
+            expect(acquire).to_have_attribute("data-kind", "entity")
+            expect(acquire).to_contain_text(f"@{name}@{key}")
+            detail = open_bar(acquire)
+            expect(payload(detail, "Result")).to_contain_text('"granted": true')
+            model = rows.filter(has=page.locator(".tl-name", has_text="call_llm"))
+            expect(model).to_have_count(1)
+            expect(model).to_contain_text(f"{reply['model']} · {reply['usage']['total_tokens']} tokens")
+            expect(open_bar(model)).to_contain_text(second.text)
+            expect(rows.filter(has=page.locator(".tl-name", has_text="append_turn"))).to_have_attribute(
+                "data-status", "completed")
+            look_at(page, tmp_path / "turn-timeline.png")
+            # ... and the turn's orchestration links back to its thread
+            page.locator(".facts").get_by_role("link", name=thread_id).click()
+            expect(page).to_have_url(re.compile(rf"#/agents/{name}/{key}$"))
+
             page.get_by_role("link", name="Raw entity state →").click()
             expect(page.get_by_role("region", name="State")).to_contain_text('"threadId"')
+
+            # metrics: both turns, their latencies
+            page.get_by_role("link", name="Metrics", exact=True).click()
+            expect(page.get_by_label("Turns completed: 2")).to_be_visible()
+            expect(page.get_by_label(re.compile(r"^Turn latency p50: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
+            expect(page.get_by_label(re.compile(r"^Model latency p95: \d+(\.\d+)? (ms|s)$"))).to_be_visible()
+            expect(page.get_by_label("Running orchestrations: 0")).to_be_visible()
         finally:
             host.kill()

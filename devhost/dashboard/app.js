@@ -1,239 +1,20 @@
-// devhost dashboard: a pure client of the durable management API and /admin/host/status.
-// No framework, no build step. Every piece of data reaches the page through textContent or
-// setAttribute (never innerHTML), so instance ids, inputs and chat messages cannot inject markup.
+// devhost dashboard: a pure client of the durable management API, /admin/host/status and the
+// dashboard's read endpoints (/_devhost/api/: list with filters and counts, timelines, a
+// changes-since-cursor feed, metrics). No framework, no build step. Every piece of data reaches
+// the page through textContent or setAttribute (never innerHTML), so instance ids, inputs and
+// chat messages cannot inject markup.
 
-const API = "/runtime/webhooks/durabletask";
-const STATUSES = ["Running", "Pending", "Suspended", "ContinuedAsNew", "Completed", "Failed", "Terminated"];
-const TERMINAL = new Set(["Completed", "Failed", "Terminated"]);
-const ACTIVE = new Set(["Running", "Pending", "Suspended", "ContinuedAsNew"]);
-const AGENT_PREFIX = "dafx-";
-const REFRESH_MS = 2000;
-const KEY_STORAGE = "devhost.masterKey";
-const PAUSE_STORAGE = "devhost.refreshPaused";
+import {
+  API, DASH, STATUSES, TERMINAL, ACTIVE, AGENT_PREFIX, PAUSE_STORAGE,
+  h, swap, region, link, route, badge, empty, heading, parseTime, fmtTime, timeEl, fmtDuration,
+  instanceDuration, fmtCoarse, unwrap, pretty, jsonBlock, preview, num, ApiError, setMasterKey,
+  api, instanceUrl, entityUrl, cell, liveTick, facts, section, live,
+} from "./lib.js";
+import { timelineChart, historyTable } from "./timeline.js";
+import { agentsView, threadView, TURN_ORCHESTRATOR, threadOfTurn } from "./agents.js";
+import { metricsView } from "./metrics.js";
 
-// ---------------------------------------------------------------------------------------------
-// DOM helpers
-
-/** Element from a tag, attributes/handlers and children (strings become text nodes). */
-function h(tag, props, ...children) {
-  const el = document.createElement(tag);
-  for (const [name, value] of Object.entries(props || {})) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name === "class") el.className = value;
-    else if (name === "dataset") Object.assign(el.dataset, value);
-    else if (name.startsWith("on") && typeof value === "function") {
-      el.addEventListener(name.slice(2), value);
-    } else el.setAttribute(name, value === true ? "" : String(value));
-  }
-  append(el, children);
-  return el;
-}
-
-function append(el, children) {
-  for (const child of children.flat(Infinity)) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-/** Replace a container's children, keeping <details data-k> open and the focused control. */
-function swap(container, ...children) {
-  const open = new Set([...container.querySelectorAll("details[data-k][open]")].map((d) => d.dataset.k));
-  container.replaceChildren();
-  append(container, children);
-  for (const d of container.querySelectorAll("details[data-k]")) {
-    if (open.has(d.dataset.k)) d.open = true;
-  }
-}
-
-/** A region re-rendered only when its data changed (no flicker, state kept between polls). */
-function region(tag = "div", props = {}) {
-  const el = h(tag, props);
-  let last;
-  return {
-    el,
-    show(data, build) {
-      const key = JSON.stringify(data === undefined ? null : data);
-      if (key === last) return;
-      last = key;
-      swap(el, build(data));
-    },
-    reset() { last = undefined; },
-  };
-}
-
-function link(route, ...children) {
-  return h("a", { href: route }, ...children);
-}
-
-function route(...parts) {
-  return "#/" + parts.map((p) => encodeURIComponent(p)).join("/");
-}
-
-function badge(status) {
-  const known = STATUSES.includes(status) ? status : "Unknown";
-  return h("span", { class: `badge st-${known}` }, status || "Unknown");
-}
-
-function empty(text) {
-  return h("p", { class: "empty" }, text);
-}
-
-function heading(text, ...extra) {
-  return h("h1", { tabindex: "-1" }, text, ...extra);
-}
-
-// ---------------------------------------------------------------------------------------------
-// formatting
-
-function parseTime(text) {
-  if (!text) return null;
-  // .NET-style 7 fractional digits: keep milliseconds (Date.parse wants at most 3).
-  const t = Date.parse(String(text).replace(/(\.\d{3})\d+/, "$1"));
-  return Number.isNaN(t) ? null : t;
-}
-
-const pad = (n, w = 2) => String(n).padStart(w, "0");
-
-function fmtTime(text, { ms = false } = {}) {
-  const t = parseTime(text);
-  if (t === null) return text ? String(text) : "—";
-  const d = new Date(t);
-  const today = new Date();
-  const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  const clock = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}` +
-    (ms ? `.${pad(d.getMilliseconds(), 3)}` : "");
-  return d.toDateString() === today.toDateString() ? clock : `${day} ${clock}`;
-}
-
-function timeEl(text, opts) {
-  if (!text) return h("span", { class: "muted" }, "—");
-  return h("time", { datetime: String(text), title: String(text) }, fmtTime(text, opts));
-}
-
-function fmtDuration(ms) {
-  if (ms === null || ms === undefined || !Number.isFinite(ms) || ms < 0) return "—";
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
-  const hr = Math.floor(m / 60);
-  if (hr < 24) return `${hr} h ${m % 60} min`;
-  return `${Math.floor(hr / 24)} d ${hr % 24} h`;
-}
-
-/** The instance's run time: finished ones end at their last update, running ones at now. */
-function instanceDuration(doc) {
-  const start = parseTime(doc.createdTime);
-  if (start === null) return null;
-  const end = TERMINAL.has(doc.runtimeStatus) ? parseTime(doc.lastUpdatedTime) : Date.now();
-  return end === null ? null : Math.max(0, end - start);
-}
-
-/** Status documents carry whole-second times: say so instead of a false "0 ms". */
-function fmtCoarse(ms) {
-  if (ms === null || ms === undefined) return "—";
-  if (ms < 1000) return "< 1 s";
-  if (ms < 60000) return `${Math.round(ms / 1000)} s`;
-  return fmtDuration(Math.round(ms / 1000) * 1000);
-}
-
-/** JSON text inside JSON (history Input fields) decoded for display when it parses. */
-function unwrap(value) {
-  if (typeof value !== "string") return value;
-  const s = value.trim();
-  if (!s || !/^[[{"\d\-tfn]/.test(s)) return value;
-  try { return JSON.parse(s); } catch { return value; }
-}
-
-function pretty(value) {
-  if (value === undefined) return "";
-  if (typeof value === "string") return value;
-  try { return JSON.stringify(value, null, 2); } catch { return String(value); }
-}
-
-function jsonBlock(value, label) {
-  if (value === null || value === undefined) return h("p", { class: "muted" }, "null");
-  return h("pre", { class: "json", tabindex: "0", "aria-label": label }, pretty(value));
-}
-
-function preview(value, max = 80) {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  if (text === undefined) return "";
-  return text.length > max ? text.slice(0, max - 1) + "…" : text;
-}
-
-function num(n) {
-  return typeof n === "number" ? n.toLocaleString() : (n ?? "—");
-}
-
-// ---------------------------------------------------------------------------------------------
-// the API client
-
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function masterKey() {
-  try { return sessionStorage.getItem(KEY_STORAGE) || ""; } catch { return ""; }
-}
-
-function setMasterKey(key) {
-  try {
-    if (key) sessionStorage.setItem(KEY_STORAGE, key);
-    else sessionStorage.removeItem(KEY_STORAGE);
-  } catch { /* storage disabled: the key lives until reload */ }
-}
-
-/** fetch + JSON; non-2xx answers throw ApiError with the body's {"error": ...} message. */
-async function api(path, { method = "GET", body, headers = {} } = {}) {
-  const init = { method, headers: { Accept: "application/json", ...headers }, cache: "no-store" };
-  const key = masterKey();
-  if (key) init.headers["x-functions-key"] = key;
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = body;
-  }
-  let response;
-  try {
-    response = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, `cannot reach devhost (${err.message || err})`);
-  }
-  const text = await response.text();
-  let data = null;
-  if (text) {
-    try { data = JSON.parse(text); } catch { data = text; }
-  }
-  if (!response.ok) {
-    let message = data && typeof data === "object" ? (data.error || data.Message) : data;
-    if (!message) message = response.status === 404 ? "not found" : response.statusText || "request failed";
-    if (typeof message !== "string") message = JSON.stringify(message);
-    throw new ApiError(response.status, message);
-  }
-  return { status: response.status, headers: response.headers, data };
-}
-
-const instanceUrl = (id, tail = "") => `${API}/instances/${encodeURIComponent(id)}${tail}`;
-const entityUrl = (name, key) => `${API}/entities/${encodeURIComponent(name)}/${encodeURIComponent(key)}`;
-
-/** Every entity of the hub (paged through `top`/`skip`), for the agent thread list. */
-async function allEntities(limit = 5000) {
-  const out = [];
-  const top = 200;
-  for (let skip = 0; skip < limit; skip += top) {
-    const { data } = await api(`${API}/entities/?top=${top}&skip=${skip}`);
-    const page = Array.isArray(data) ? data : [];
-    out.push(...page);
-    if (page.length < top) break;
-  }
-  return out;
-}
+const LIVE_MS = 1000;  // how often the changes feed is asked (one small query; views re-fetch only on change)
 
 // ---------------------------------------------------------------------------------------------
 // routing
@@ -247,24 +28,36 @@ function parseHash() {
   return { parts, query: new URLSearchParams(queryPart) };
 }
 
-function setQuery(base, params) {
+/** The address for a view and its query (empty values left out). */
+function withQuery(base, params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
   const text = q.toString();
-  history.replaceState(null, "", text ? `${base}?${text}` : base);
+  return text ? `${base}?${text}` : base;
+}
+
+/** Filters live in the address: a new history entry (back button works, links are shareable). */
+function pushQuery(base, params) {
+  const target = withQuery(base, params);
+  if (location.hash !== target) location.hash = target;  // hashchange renders the view
+}
+
+function setQuery(base, params) {
+  history.replaceState(null, "", withQuery(base, params));
 }
 
 function resolve({ parts, query }) {
   const [section, a, b] = parts;
   if (!section || section === "overview") return { nav: "overview", view: () => overviewView() };
   if (section === "instances") {
-    if (a !== undefined) return { nav: "instances", view: () => instanceView(a) };
+    if (a !== undefined) return { nav: "instances", view: () => instanceView(a, query) };
     return { nav: "instances", view: () => instancesView(query) };
   }
   if (section === "entities") {
     if (a !== undefined && b !== undefined) return { nav: "entities", view: () => entityView(a, b) };
     return { nav: "entities", view: () => entitiesView(query) };
   }
+  if (section === "metrics") return { nav: "metrics", view: () => metricsView(query) };
   if (section === "agents") {
     if (a !== undefined && b !== undefined) return { nav: "agents", view: () => threadView(a, b) };
     return { nav: "agents", view: () => agentsView() };
@@ -281,7 +74,7 @@ const refreshState = document.getElementById("refresh-state");
 const refreshToggle = document.getElementById("refresh-toggle");
 const hubName = document.getElementById("hub-name");
 
-let current = null;      // the view on screen: {el, title, refresh}
+let current = null;      // the view on screen: {el, title, refresh, wants?(changes)}
 let paused = false;
 try { paused = localStorage.getItem(PAUSE_STORAGE) === "1"; } catch { /* ignore */ }
 
@@ -328,6 +121,7 @@ async function refreshView(initial = false) {
       await view.refresh(initial);
       initial = false;
     } while (view.again && view === current);
+    view.refreshedAt = Date.now();
     if (view !== current) return;
     showBanner(null);
     const at = fmtTime(new Date().toISOString());
@@ -416,26 +210,6 @@ function instancesTable(docs, { caption } = {}) {
     h("tbody", {}, rows)));
 }
 
-/** A table cell whose content is one block, so narrow-window card rows lay out cleanly. */
-function cell(label, props, ...children) {
-  return h("td", { "data-label": label, ...props }, h("div", { class: "cell" }, ...children));
-}
-
-/** Changes every second while a listed instance runs, so its "so far" duration keeps moving. */
-function liveTick(docs) {
-  return docs.some((d) => ACTIVE.has(d.runtimeStatus)) ? Math.floor(Date.now() / 1000) : 0;
-}
-
-/** A definition list of [term, value, {wide}] rows; wide ones span two grid columns. */
-function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(Boolean).map(([term, value, opts = {}]) =>
-    h("div", { class: opts.wide ? "wide" : null }, h("dt", {}, term), h("dd", {}, value))));
-}
-
-function section(title, ...children) {
-  return h("section", { class: "panel", "aria-label": title }, h("h2", {}, title), ...children);
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. overview
 
@@ -488,28 +262,49 @@ function overviewView() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. orchestrations
+// 2. orchestrations: filters in the address, counted pages (the dashboard list endpoint)
+
+/** datetime-local value (local time) ⇄ ISO UTC kept in the address. */
+function localInput(iso) {
+  const t = parseTime(iso);
+  if (t === null) return "";
+  const d = new Date(t);
+  const p2 = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())}T${p2(d.getHours())}:${p2(d.getMinutes())}`;
+}
+
+function isoFromInput(value) {
+  if (!value) return "";
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? "" : new Date(t).toISOString();
+}
 
 function instancesView(query) {
   const state = {
     statuses: new Set((query.get("status") || "").split(",").filter((s) => STATUSES.includes(s))),
+    name: query.get("name") || "",
     prefix: query.get("prefix") || "",
-    top: /^\d{1,4}$/.test(query.get("top") || "") && +query.get("top") >= 1 ? String(+query.get("top")) : "25",
-    token: null,      // continuation token of the page on screen (null: first page)
-    previous: [],     // tokens of the pages before it
-    next: null,
+    from: query.get("from") || "",
+    to: query.get("to") || "",
+    top: /^\d{1,3}$/.test(query.get("top") || "") && +query.get("top") >= 1 ? String(+query.get("top")) : "25",
+    page: /^\d{1,9}$/.test(query.get("page") || "") && +query.get("page") >= 1 ? +query.get("page") : 1,
+    pages: 1,
   };
   const list = region("div");
   const pageInfo = h("span", { class: "page-info", "aria-live": "polite" });
-  const prevBtn = h("button", { type: "button", class: "btn", onclick: () => go(state.previous.pop() ?? null) }, "← Previous");
-  const firstBtn = h("button", { type: "button", class: "btn", onclick: () => { state.previous = []; go(null); } }, "First page");
-  const nextBtn = h("button", {
-    type: "button", class: "btn",
-    onclick: () => { state.previous.push(state.token); go(state.next); },
-  }, "Next →");
+  const goto = (page) => navigate({ page: page > 1 ? String(page) : "" });
+  const firstBtn = h("button", { type: "button", class: "btn", onclick: () => goto(1) }, "First page");
+  const prevBtn = h("button", { type: "button", class: "btn", onclick: () => goto(state.page - 1) }, "← Previous");
+  const nextBtn = h("button", { type: "button", class: "btn", onclick: () => goto(state.page + 1) }, "Next →");
+  const lastBtn = h("button", { type: "button", class: "btn", onclick: () => goto(state.pages) }, "Last page");
 
+  const names = h("datalist", { id: "f-names" });
+  const nameInput = h("input", { id: "f-name", type: "search", value: state.name, list: "f-names",
+    placeholder: "any", autocomplete: "off", spellcheck: "false" });
   const prefixInput = h("input", { id: "f-prefix", type: "search", value: state.prefix,
     placeholder: "e.g. order-", autocomplete: "off", spellcheck: "false" });
+  const fromInput = h("input", { id: "f-from", type: "datetime-local", value: localInput(state.from) });
+  const toInput = h("input", { id: "f-to", type: "datetime-local", value: localInput(state.to) });
   const topSelect = h("select", { id: "f-top", onchange: apply },
     [...new Set(["10", "25", "50", "100", state.top])].sort((a, b) => a - b)
       .map((n) => h("option", { value: n, selected: n === state.top }, n)));
@@ -517,129 +312,76 @@ function instancesView(query) {
     h("input", { type: "checkbox", value: s, checked: state.statuses.has(s), onchange: apply }), s));
   const form = h("form", { class: "filters", role: "search", onsubmit: (e) => { e.preventDefault(); apply(); } },
     h("fieldset", {}, h("legend", {}, "Status"), h("div", { class: "chips" }, boxes)),
-    h("div", { class: "field" }, h("label", { for: "f-prefix" }, "Instance ID prefix"),
-      h("div", { class: "row" }, prefixInput, h("button", { type: "submit", class: "btn btn-primary" }, "Apply"),
-        h("button", { type: "button", class: "btn", onclick: clear }, "Clear"))),
-    h("div", { class: "field shrink" }, h("label", { for: "f-top" }, "Per page"), topSelect));
+    h("div", { class: "field-row" },
+      h("div", { class: "field" }, h("label", { for: "f-name" }, "Orchestration name"), nameInput, names),
+      h("div", { class: "field" }, h("label", { for: "f-prefix" }, "Instance ID prefix"), prefixInput),
+      h("div", { class: "field" }, h("label", { for: "f-from" }, "Created from"), fromInput),
+      h("div", { class: "field" }, h("label", { for: "f-to" }, "Created to"), toInput),
+      h("div", { class: "field shrink" }, h("label", { for: "f-top" }, "Per page"), topSelect)),
+    h("div", { class: "row" }, h("button", { type: "submit", class: "btn btn-primary" }, "Apply"),
+      h("button", { type: "button", class: "btn", onclick: clear }, "Clear")));
+
+  function params(overrides = {}) {
+    return { status: [...state.statuses].join(","), name: state.name, prefix: state.prefix,
+      from: state.from, to: state.to, top: state.top === "25" ? "" : state.top,
+      page: state.page > 1 ? String(state.page) : "", ...overrides };
+  }
+
+  function navigate(overrides) {
+    pushQuery("#/instances", params(overrides));
+  }
 
   function apply() {
     state.statuses = new Set(boxes.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value));
+    state.name = nameInput.value.trim();
     state.prefix = prefixInput.value.trim();
+    state.from = isoFromInput(fromInput.value);
+    state.to = isoFromInput(toInput.value);
     state.top = topSelect.value;
-    setQuery("#/instances", { status: [...state.statuses].join(","), prefix: state.prefix,
-      top: state.top === "25" ? "" : state.top });
-    state.previous = [];
-    go(null);
+    navigate({ page: "" });
   }
 
   function clear() {
-    for (const l of boxes) l.querySelector("input").checked = false;
-    prefixInput.value = "";
-    apply();
-  }
-
-  function go(token) {
-    state.token = token;
-    list.reset();
-    refreshView();
+    pushQuery("#/instances", {});
   }
 
   async function refresh() {
-    const q = new URLSearchParams({ top: state.top, showInput: "false" });
-    if (state.statuses.size) q.set("runtimeStatus", [...state.statuses].join(","));
-    if (state.prefix) q.set("instanceIdPrefix", state.prefix);
-    const headers = state.token ? { "x-ms-continuation-token": state.token } : {};
-    const { data, headers: answer } = await api(`${API}/instances/?${q}`, { headers });
-    const docs = Array.isArray(data) ? data : [];
-    state.next = answer.get("x-ms-continuation-token");
-    const page = state.previous.length + 1;
-    pageInfo.textContent = docs.length
-      ? `Page ${page} · ${docs.length} instance${docs.length === 1 ? "" : "s"}` : `Page ${page}`;
-    prevBtn.disabled = state.previous.length === 0;
-    firstBtn.disabled = state.previous.length === 0;
-    nextBtn.disabled = !state.next;
-    const filtered = state.statuses.size || state.prefix;
+    const q = new URLSearchParams({ top: state.top, page: String(state.page) });
+    if (state.statuses.size) q.set("status", [...state.statuses].join(","));
+    if (state.name) q.set("name", state.name);
+    if (state.prefix) q.set("prefix", state.prefix);
+    if (state.from) q.set("createdFrom", state.from);
+    if (state.to) q.set("createdTo", state.to);
+    const { data } = await api(`${DASH}/instances?${q}`);
+    const docs = data.instances;
+    state.pages = data.pages;
+    const known = data.names.join("\n");
+    if (names.dataset.known !== known) {
+      names.dataset.known = known;
+      names.replaceChildren(...data.names.map((n) => h("option", { value: n })));
+    }
+    const first = (state.page - 1) * +state.top + 1;
+    pageInfo.textContent = data.total
+      ? `Page ${state.page} of ${num(data.pages)} · ${num(first)}–${num(first + docs.length - 1)} of ${num(data.total)} instance${data.total === 1 ? "" : "s"}`
+      : `Page ${state.page}`;
+    prevBtn.disabled = firstBtn.disabled = state.page <= 1;
+    nextBtn.disabled = lastBtn.disabled = state.page >= data.pages;
+    const filtered = state.statuses.size || state.prefix || state.name || state.from || state.to;
     list.show({ docs, tick: liveTick(docs) }, () => docs.length ? instancesTable(docs)
       : empty(filtered ? "No orchestrations match these filters." : "No orchestrations yet."));
   }
 
   const el = h("div", { class: "view" }, heading("Orchestrations"), form, list.el,
-    h("nav", { class: "pager", "aria-label": "Pages" }, firstBtn, prevBtn, pageInfo, nextBtn));
+    h("nav", { class: "pager", "aria-label": "Pages" }, firstBtn, prevBtn, pageInfo, nextBtn, lastBtn));
   return { el, title: "Orchestrations", refresh };
 }
 
-// ---------------------------------------------------------------------------------------------
-// 3. instance detail
-
-const EVENT_KIND = {
-  ExecutionStarted: "start", ExecutionCompleted: "done", ExecutionFailed: "fail",
-  ExecutionTerminated: "fail", TaskScheduled: "sched", TaskCompleted: "ok", TaskFailed: "fail",
-  SubOrchestrationInstanceCreated: "sched", SubOrchestrationInstanceCompleted: "ok",
-  SubOrchestrationInstanceFailed: "fail", TimerCreated: "timer", TimerFired: "timer",
-  EventSent: "event", EventRaised: "event", ContinueAsNew: "start", GenericEvent: "other",
-  ExecutionSuspended: "pause", ExecutionResumed: "start",
-};
-const DETAIL_FIELDS = ["Input", "Result", "Reason", "Details", "Data"];
-const HIDDEN_FIELDS = new Set(["EventType", "Timestamp", "FunctionName", "ScheduledTime",
-  "Correlation", "ScheduledStartTime", "ParentInstance", ...DETAIL_FIELDS]);
-
-function eventName(ev) {
-  return ev.FunctionName || ev.Name || "";
-}
-
-function historyTable(events, doc) {
-  const start = parseTime(events.find((e) => e.EventType === "ExecutionStarted")?.Timestamp) ?? parseTime(doc.createdTime);
-  const ends = events.map((e) => parseTime(e.Timestamp)).filter((t) => t !== null);
-  const end = Math.max(...ends, ACTIVE.has(doc.runtimeStatus) ? Date.now() : 0);
-  const span = Math.max(1, end - (start ?? end));
-  const rows = events.map((ev, i) => {
-    const at = parseTime(ev.Timestamp);
-    const scheduled = parseTime(ev.ScheduledTime);
-    const duration = scheduled !== null && at !== null ? at - scheduled : null;
-    const failedEnd = ev.EventType === "ExecutionCompleted" && ev.OrchestrationStatus && ev.OrchestrationStatus !== "Completed";
-    const kind = failedEnd ? "fail" : EVENT_KIND[ev.EventType] || "other";
-    const extras = Object.entries(ev).filter(([k, v]) => !HIDDEN_FIELDS.has(k) && v !== null && v !== undefined);
-    const details = DETAIL_FIELDS.filter((k) => ev[k] !== null && ev[k] !== undefined && ev[k] !== "")
-      .map((k) => {
-        const value = unwrap(ev[k]);
-        const open = k === "Reason" || (failedEnd && k === "Result");
-        return h("details", { "data-k": `${i}-${k}`, open, class: `d-${k}` },
-          h("summary", {}, h("span", { class: "d-key" }, k), " ", h("span", { class: "d-preview" }, preview(value, 60))),
-          h("pre", { class: "json" }, pretty(value)));
-      });
-    let bar = null;
-    if (start !== null && at !== null) {
-      const from = scheduled ?? at;
-      const left = Math.min(100, Math.max(0, ((from - start) / span) * 100));
-      const width = Math.max(0.8, Math.min(100 - left, (((at - from) || 0) / span) * 100));
-      bar = h("div", { class: "track", "aria-hidden": "true" }, h("span", { class: `bar k-${kind}` }));
-      bar.firstChild.style.left = `${left}%`;
-      bar.firstChild.style.width = `${width}%`;
-    }
-    return h("tr", { class: `ev k-${kind}` },
-      cell("Time", {}, timeEl(ev.Timestamp, { ms: true }),
-        start !== null && at !== null ? h("span", { class: "offset" }, `+${fmtDuration(at - start)}`) : null),
-      cell("Event", {}, h("span", { class: `ev-type k-${kind}` }, ev.EventType)),
-      cell("Function", {}, eventName(ev) ? h("span", { class: "mono" }, eventName(ev)) : h("span", { class: "muted" }, "—")),
-      cell("Duration", { class: "num" }, duration !== null ? fmtDuration(duration) : h("span", { class: "muted" }, "—"), bar),
-      cell("Details", { class: "ev-details" },
-        extras.map(([k, v]) => h("div", { class: "extra" }, h("span", { class: "d-key" }, k), " ",
-          /Time|FireAt/.test(k) ? timeEl(v, { ms: true }) : h("span", { class: "mono" }, preview(v, 120)))),
-        details));
-  });
-  return h("div", { class: "table-wrap" }, h("table", { class: "grid responsive timeline" },
-    h("caption", { class: "sr-only" }, "History events, oldest first"),
-    h("thead", {}, h("tr", {},
-      h("th", { scope: "col" }, "Time"), h("th", { scope: "col" }, "Event"),
-      h("th", { scope: "col" }, "Function"), h("th", { scope: "col", class: "num" }, "Duration"),
-      h("th", { scope: "col" }, "Details"))),
-    h("tbody", {}, rows)));
-}
-
-function instanceView(id) {
+function instanceView(id, query) {
+  const tab = query.get("tab") === "history" ? "history" : "timeline";
   const summary = region("div");
   const data = region("div", { class: "data-grid" });
   const historyRegion = region("div");
+  const timelineRegion = region("div");
   const result = h("div", { class: "result", role: "status", "aria-live": "polite" });
   let doc = null;
 
@@ -738,13 +480,24 @@ function instanceView(id) {
     return answer.data;
   }
 
+  async function loadTimeline() {
+    try {
+      return (await api(`${DASH}/instances/${encodeURIComponent(id)}/timeline`)).data;
+    } catch (err) {
+      if (err.status === 404) return null;
+      throw err;
+    }
+  }
+
   async function refreshData() {
-    doc = await load();
+    let tl;
+    [doc, tl] = await Promise.all([load(), tab === "timeline" ? loadTimeline() : null]);
     if (!doc) {
       summary.show("missing", () => h("p", { class: "empty" },
         "No orchestration instance with this id (it may have been purged). ", link("#/instances", "Back to orchestrations")));
       data.show(null, () => []);
       historyRegion.show(null, () => []);
+      timelineRegion.show(null, () => []);
       enableActions(null);
       return;
     }
@@ -755,13 +508,18 @@ function instanceView(id) {
     const shownDuration = TERMINAL.has(doc.runtimeStatus) ? fmtDuration(duration)
       : `${fmtCoarse(instanceDuration(doc))} so far`;
     const { name, instanceId, runtimeStatus, createdTime, lastUpdatedTime } = doc;
-    summary.show({ name, instanceId, runtimeStatus, createdTime, lastUpdatedTime, shownDuration }, () =>
+    const parent = tl ? tl.parentInstanceId : summary.parent;
+    summary.parent = parent;
+    const thread = doc.name === TURN_ORCHESTRATOR ? threadOfTurn(unwrap(doc.input)) : null;
+    summary.show({ name, instanceId, runtimeStatus, createdTime, lastUpdatedTime, shownDuration, parent, thread }, () =>
       facts([
         ["Status", badge(doc.runtimeStatus)],
         ["Name", h("span", { class: "mono" }, doc.name)],
         ["Created", timeEl(doc.createdTime)],
         ["Last updated", timeEl(doc.lastUpdatedTime)],
         ["Duration", shownDuration],
+        parent ? ["Parent", link(route("instances", parent), h("span", { class: "mono break" }, parent)), { wide: true }] : null,
+        thread ? ["Thread", link(route("agents", thread.entity, thread.key), h("span", { class: "mono break" }, thread.threadId)), { wide: true }] : null,
       ]));
     data.show({ i: doc.input, o: doc.output, c: doc.customStatus }, () => [
       h("section", { class: "panel", "aria-label": "Input" }, h("h2", {}, "Input"), jsonBlock(unwrap(doc.input), "Input")),
@@ -769,8 +527,14 @@ function instanceView(id) {
         doc.runtimeStatus === "Failed" ? h("pre", { class: "json err" }, pretty(doc.output)) : jsonBlock(doc.output, "Output")),
       h("section", { class: "panel", "aria-label": "Custom status" }, h("h2", {}, "Custom status"), jsonBlock(doc.customStatus, "Custom status")),
     ]);
-    historyRegion.show(events, () =>
-      events.length ? historyTable(events, doc) : empty("No history yet."));
+    if (tab === "history") {
+      historyRegion.show(events, () =>
+        events.length ? historyTable(events, doc) : empty("No history yet."));
+    } else if (tl) {
+      // running instances: the open bars grow with time, so "now" is part of what is drawn
+      const { now, ...shown } = tl;
+      timelineRegion.show(tl.finished ? shown : tl, () => timelineChart(tl));
+    }
     enableActions(doc.runtimeStatus);
   }
 
@@ -782,6 +546,9 @@ function instanceView(id) {
     h("p", { class: "crumbs" }, link("#/instances", "Orchestrations"), " › ", h("span", { class: "mono" }, id)),
     heading("Orchestration ", h("span", { class: "mono" }, id)),
     summary.el,
+    h("nav", { class: "subtabs", "aria-label": "Instance views" },
+      link(`${route("instances", id)}`, "Timeline"), link(`${route("instances", id)}?tab=history`, "History")),
+    tab === "history" ? section("History", historyRegion.el) : section("Timeline", timelineRegion.el),
     data.el,
     section("Actions",
       h("div", { class: "action-grid" },
@@ -792,9 +559,12 @@ function instanceView(id) {
             h("div", { class: "group" }, buttons.suspend, buttons.resume, buttons.rewind, buttons.restart),
             h("div", { class: "group" }, buttons.terminate, buttons.purge))),
         eventForm),
-      result),
-    section("History", historyRegion.el));
-  const view = { el, title: `Orchestration ${id}`, refresh };
+      result));
+  for (const a of el.querySelectorAll(".subtabs a")) {
+    if ((a.textContent === "History") === (tab === "history")) a.setAttribute("aria-current", "page");
+  }
+  const view = { el, title: `Orchestration ${id}`, refresh,
+    wants: (changes) => changes.instances.some((c) => c.instanceId === id) || changes.totalChanged };
   return view;
 }
 
@@ -876,125 +646,6 @@ function entityView(name, key) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. agents
-
-function agentName(entityName, state) {
-  return (state && state.agent) || entityName.slice(AGENT_PREFIX.length);
-}
-
-function agentsView() {
-  const list = region("div");
-  async function refresh() {
-    const threads = (await allEntities()).filter((e) => String(e.entityId?.name || "").startsWith(AGENT_PREFIX));
-    const rows = threads.map((e) => {
-      const { name, key } = e.entityId;
-      const s = e.state && typeof e.state === "object" ? e.state : {};
-      const messages = Array.isArray(s.messages) ? s.messages : [];
-      const last = messages[messages.length - 1];
-      return { name, key, agent: agentName(name, s), count: messages.length,
-        tokens: s.totals ? s.totals.total_tokens : null, updated: s.updatedAt || e.lastOperationTime,
-        last: last ? `${last.role === "user" ? "User" : "Agent"}: ${preview(last.content, 70)}` : "" };
-    }).sort((a, b) => (parseTime(b.updated) ?? 0) - (parseTime(a.updated) ?? 0));
-    list.show(rows, () => rows.length ? h("div", { class: "table-wrap" }, h("table", { class: "grid responsive" },
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Agent"), h("th", { scope: "col" }, "Thread ID"),
-        h("th", { scope: "col", class: "num" }, "Messages"), h("th", { scope: "col", class: "num" }, "Tokens"),
-        h("th", { scope: "col" }, "Updated"), h("th", { scope: "col" }, "Last message"))),
-      h("tbody", {}, rows.map((r) => {
-        const target = route("agents", r.name, r.key);
-        return h("tr", { class: "clickable", onclick: (e) => { if (!e.target.closest("a")) location.hash = target; } },
-          cell("Agent", {}, h("strong", {}, r.agent)),
-          cell("Thread ID", {}, h("a", { href: target, class: "mono break" }, `@${r.name}@${r.key}`)),
-          cell("Messages", { class: "num" }, num(r.count)),
-          cell("Tokens", { class: "num" }, num(r.tokens)),
-          cell("Updated", {}, timeEl(r.updated)),
-          cell("Last message", { class: "muted last-msg" }, r.last));
-      }))))
-      : empty(`No agent threads yet. Threads are entities named ${AGENT_PREFIX}<agent>; they appear after an agent's first run.`));
-  }
-  const el = h("div", { class: "view" }, heading("Agents"),
-    h("p", { class: "lede" }, "Conversation threads of the durable agents: one entity per thread."), list.el);
-  return { el, title: "Agents", refresh };
-}
-
-function usageText(usage) {
-  if (!usage || typeof usage !== "object") return null;
-  const parts = [];
-  if (usage.total_tokens !== undefined) parts.push(`${num(usage.total_tokens)} tokens`);
-  if (usage.prompt_tokens !== undefined || usage.completion_tokens !== undefined) {
-    parts.push(`(${num(usage.prompt_tokens ?? 0)} in / ${num(usage.completion_tokens ?? 0)} out)`);
-  }
-  return parts.join(" ");
-}
-
-function durationText(d) {
-  if (typeof d === "number") return fmtDuration(d);
-  if (!d || typeof d !== "object") return null;
-  return Object.entries(d).filter(([, v]) => typeof v === "number")
-    .map(([k, v]) => `${k} ${fmtDuration(v)}`).join(" · ");
-}
-
-function bubble(message, agent, i) {
-  const user = message.role === "user";
-  const meta = [];
-  if (!user) {
-    if (message.model) meta.push(h("span", { class: "chip-meta", title: "Model" }, message.model));
-    const usage = usageText(message.usage);
-    if (usage) meta.push(h("span", { class: "chip-meta", title: "Token usage" }, usage));
-    const dur = durationText(message.durationMs);
-    if (dur) meta.push(h("span", { class: "chip-meta", title: "Durations" }, dur));
-  }
-  const who = user ? "User" : message.role === "assistant" ? agent : message.role || "message";
-  return h("li", { class: `msg ${user ? "from-user" : "from-agent"}`, "data-k": i },
-    h("div", { class: "msg-head" }, h("span", { class: "who" }, who), " ", timeEl(message.createdAt)),
-    h("div", { class: "msg-body" }, String(message.content ?? "")),
-    meta.length ? h("div", { class: "msg-meta" }, meta) : null);
-}
-
-function threadView(name, key) {
-  const head = region("div");
-  const chat = region("div");
-  async function refresh() {
-    let state = null;
-    try {
-      state = (await api(entityUrl(name, key))).data;
-    } catch (err) {
-      if (err.status !== 404) throw err;
-    }
-    if (!state || typeof state !== "object") {
-      head.show("missing", () => empty("This thread does not exist (or was deleted)."));
-      chat.show(null, () => []);
-      return;
-    }
-    const agent = agentName(name, state);
-    const messages = Array.isArray(state.messages) ? state.messages : [];
-    const totals = state.totals || {};
-    head.show({ ...state, messages: messages.length }, () => facts([
-      ["Agent", h("strong", {}, agent)],
-      ["Thread ID", h("span", { class: "mono break" }, state.threadId || `@${name}@${key}`), { wide: true }],
-      ["Messages", num(messages.length)],
-      // Long threads move their oldest messages to archive pages; the app's thread API reads
-      // them back. Say so instead of pretending the transcript below is everything.
-      ...(state.archive && state.archive.messages
-        ? [["Archived", `${num(state.archive.messages)} older messages not shown`]] : []),
-      ["Turns", num(totals.turns)],
-      ["Tokens", `${num(totals.total_tokens)} (${num(totals.prompt_tokens)} in / ${num(totals.completion_tokens)} out)`],
-      ["Created", timeEl(state.createdAt)],
-      ["Updated", timeEl(state.updatedAt)],
-    ]));
-    chat.show(messages, () => messages.length
-      ? h("ol", { class: "chat", "aria-label": "Transcript" }, messages.map((m, i) => bubble(m, agent, i)))
-      : empty("No messages yet."));
-  }
-  const el = h("div", { class: "view" },
-    h("p", { class: "crumbs" }, link("#/agents", "Agents"), " › ", h("span", { class: "mono" }, `@${name}@${key}`)),
-    heading("Thread ", h("span", { class: "mono" }, key)),
-    head.el,
-    h("p", {}, link(route("entities", name, key), "Raw entity state →")),
-    section("Transcript", chat.el));
-  return { el, title: `Thread ${key}`, refresh };
-}
-
-// ---------------------------------------------------------------------------------------------
 
 function notFoundView() {
   const el = h("div", { class: "view" }, heading("Not found"),
@@ -1015,10 +666,32 @@ function notFoundView() {
   }
 }
 
+// Live updates: ask the changes feed what was written since the cursor; refresh the view on
+// screen only when something it shows changed (views say so with wants(changes)).
+let cursor = null;
+async function poll() {
+  if (!paused && !document.hidden && current) {
+    try {
+      const { data } = await api(`${DASH}/changes${cursor ? `?since=${encodeURIComponent(cursor)}` : ""}`);
+      const changes = { instances: data.instances, entities: data.entities, totalChanged: data.total !== lastTotal };
+      cursor = data.cursor;
+      lastTotal = data.total;
+      const any = changes.instances.length || changes.entities.length || changes.totalChanged;
+      const view = current;
+      const due = view && view.every && Date.now() - (view.refreshedAt || 0) >= view.every;
+      if (view && (due || (any && (!view.wants || view.wants(changes))))) refreshView();
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) console.warn(err);
+    }
+  }
+  setTimeout(poll, LIVE_MS);
+}
+let lastTotal = null;
+live.refresh = () => refreshView();
+
 window.addEventListener("hashchange", () => render());
-setInterval(() => {
-  if (!paused && !document.hidden) refreshView();
-}, REFRESH_MS);
 updateToggle();
 loadHub();
-render();
+// The cursor is taken before the first render, so nothing written in between is missed.
+api(`${DASH}/changes`).then(({ data }) => { cursor = data.cursor; lastTotal = data.total; }, () => {})
+  .finally(() => render().then(() => setTimeout(poll, LIVE_MS)));

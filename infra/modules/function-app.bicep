@@ -131,6 +131,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AZURE_OPENAI_API_VERSION: openAiApiVersion
       // Tells azure-identity which of the app's identities to use.
       AZURE_CLIENT_ID: identityClientId
+      // --- Stream journal (core/journal.py): live turn events in a table of the app's own
+      // storage account, reached with the identity (Storage Table Data Contributor) ---
+      AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+      STREAM_JOURNAL_BACKEND: 'table'
+      STREAM_JOURNAL_TABLE: 'streamjournal'
+      // Entries of a finished turn are deleted after this many seconds (resume window).
+      STREAM_JOURNAL_RETENTION_SECONDS: '3600'
     }
   }
 }
