@@ -109,6 +109,9 @@ class _Wakeup:
                     del self._async[turn_id]
 
 
+_WAKEUP = _Wakeup()  # one per process: every journal client here wakes every waiter here
+
+
 class Journal:
     """Shared behaviour; a backend implements _append, _read, _finish, _finished, _expire."""
 
@@ -119,7 +122,7 @@ class Journal:
                  clock: Callable[[], float] = time.time) -> None:
         self.retention_seconds = float(retention_seconds)
         self.clock = clock
-        self._wakeup = _Wakeup()
+        self._wakeup = _WAKEUP
         self._last_expiry: float | None = None
 
     # -- the contract ----------------------------------------------------------------------
@@ -161,11 +164,14 @@ class Journal:
     def wait(self, turn_id: str, after=None, timeout: float = 15.0) -> list[Event]:
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            finished = self.finished(turn_id)  # before read(): a finished turn's read is complete
             events = self.read(turn_id, after)
-            remaining = deadline - time.monotonic()
-            if events or finished or remaining <= 0:
+            if events:
                 return events
+            if self.finished(turn_id):  # read again: the closing event may have just landed
+                return self.read(turn_id, after)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
             self._wakeup.sleep(min(self.poll_seconds, remaining))
 
     async def wait_async(self, turn_id: str, after=None, timeout: float = 15.0) -> list[Event]:
@@ -178,11 +184,14 @@ class Journal:
             deadline = loop.time() + max(0.0, timeout)
             while True:
                 woken.clear()
-                finished = await asyncio.to_thread(self.finished, turn_id)
                 events = await asyncio.to_thread(self.read, turn_id, after)
-                remaining = deadline - loop.time()
-                if events or finished or remaining <= 0:
+                if events:
                     return events
+                if await asyncio.to_thread(self.finished, turn_id):
+                    return await asyncio.to_thread(self.read, turn_id, after)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
                 try:
                     await asyncio.wait_for(woken.wait(), min(self.poll_seconds, remaining))
                 except asyncio.TimeoutError:
@@ -336,6 +345,14 @@ _CHUNK = 30_000          # characters per string property (Table storage allows 
 _MAX_CHUNKS = 30         # an entity holds at most 1 MiB
 
 
+class _Meta(dict):
+    """A `~meta` entity as this client wrote it, shaped like the SDK's (dict + .metadata)."""
+
+    def __init__(self, entity: dict, etag: str):
+        super().__init__(entity)
+        self.metadata = {"etag": etag}
+
+
 def _row_key(event_id: int) -> str:
     return f"{event_id:012d}"
 
@@ -346,12 +363,16 @@ class TableJournal(Journal):
     row with its ETag (If-Match) and insert the event, retried on conflict: ids stay contiguous
     with concurrent writers on any number of instances."""
 
-    poll_seconds = 0.5
+    poll_seconds = 0.2
 
     def __init__(self, table_client, **kwargs) -> None:
         super().__init__(**kwargs)
         from azure.core.exceptions import ResourceExistsError
         self._table = table_client
+        # The meta row this client last wrote, per turn: a writer appending in a row skips the
+        # read; a stale copy fails its If-Match (412) and is re-read.
+        self._written: dict[str, _Meta] = {}
+        self._written_lock = threading.Lock()
         try:
             self._table.create_table()
         except ResourceExistsError:
@@ -401,7 +422,10 @@ class TableJournal(Journal):
         from azure.core.exceptions import HttpResponseError
         from azure.data.tables import TableTransactionError, UpdateMode
         for _ in range(50):
-            meta = self._meta(turn_id)
+            with self._written_lock:
+                meta = self._written.pop(turn_id, None)
+            if meta is None:
+                meta = self._meta(turn_id)
             ops, result = build(meta)
             if not ops:
                 return result
@@ -414,12 +438,18 @@ class TableJournal(Journal):
                 else:
                     batch.append(("create", entity))
             try:
-                self._table.submit_transaction(batch)
-                return result
+                answers = self._table.submit_transaction(batch)
             except (TableTransactionError, HttpResponseError) as exc:
                 if getattr(exc, "status_code", None) in (409, 412):
                     continue
                 raise
+            etag = (answers[0] or {}).get("etag") if answers else None
+            if etag:
+                with self._written_lock:
+                    if len(self._written) > 1000:  # many turns in one process: forget the oldest
+                        self._written.pop(next(iter(self._written)))
+                    self._written[turn_id] = _Meta(ops[0][1], etag)
+            return result
         raise RuntimeError(f"journal: too much contention appending to turn {turn_id!r}")
 
     def _append(self, turn_id: str, kind: str, data: str) -> int:
@@ -446,9 +476,11 @@ class TableJournal(Journal):
 
     def _finish(self, turn_id: str, closing) -> int | None:
         at = self.clock()
+        finished_at = [at]
 
         def build(meta):
             if meta is not None and meta.get("finished_at") is not None:
+                finished_at[0] = float(meta["finished_at"])
                 return [], meta.get("closing_id")
             last = int(meta["last_id"]) if meta else 0
             new_meta = {"PartitionKey": turn_id, "RowKey": _META, "finished_at": at}
@@ -462,9 +494,8 @@ class TableJournal(Journal):
         closing_id = self._write(turn_id, build)
         # The expiry index lives in another partition (no cross-partition transactions): it is
         # (re)written on every finish() call, so a retried finish repairs a lost index row.
-        finished_at = float(self._meta(turn_id)["finished_at"])
         self._table.upsert_entity({"PartitionKey": _EXPIRY,
-                                   "RowKey": f"{finished_at:017.3f}|{turn_id}", "turn_id": turn_id})
+                                   "RowKey": f"{finished_at[0]:017.3f}|{turn_id}", "turn_id": turn_id})
         return closing_id
 
     def _expire(self, cutoff: float) -> int:
