@@ -1,4 +1,4 @@
-"""Error vocabulary of the LLM activity, shared with the orchestrator.
+"""Error vocabulary of the LLM and tool activities, shared with the orchestrator.
 
 Pure Python on purpose (no Azure Functions / openai imports) so orchestrator
 code can import it cheaply and deterministically.
@@ -21,9 +21,13 @@ TRANSIENT_KINDS = frozenset(
 )
 # Failures that retrying cannot fix: the activity returns ``ok: False``.
 PERMANENT_KINDS = frozenset(
-    {"bad_request", "auth", "not_found", "content_filter", "context_length", "config"}
+    {"bad_request", "auth", "not_found", "content_filter", "context_length", "config",
+     "invalid_structured_output"}
 )
-KINDS = TRANSIENT_KINDS | PERMANENT_KINDS
+# Failures of a tool activity (raised, so the tool's Durable retry policy applies; after the
+# last attempt the orchestrator gives the model an error result, the turn goes on).
+TOOL_KINDS = frozenset({"invalid_arguments", "tool_timeout", "tool_failed", "invalid_tool_result"})
+KINDS = TRANSIENT_KINDS | PERMANENT_KINDS | TOOL_KINDS
 
 # HTTP status to answer the *end user* with, per kind (not the upstream status).
 _DEFAULT_STATUS = {
@@ -38,6 +42,11 @@ _DEFAULT_STATUS = {
     "content_filter": 502,
     "context_length": 502,
     "config": 500,
+    "invalid_structured_output": 502,  # the reply did not fit response_format, even repaired
+    "invalid_arguments": 400,
+    "tool_timeout": 504,
+    "tool_failed": 500,
+    "invalid_tool_result": 500,
 }
 
 # Returned by parse_error_text for a text that carries no ``[kind:status]`` tag
@@ -112,6 +121,26 @@ class LLMTransientError(LLMError):
 
 class LLMPermanentError(LLMError):
     """Non-retryable failure: turned into ``{"ok": False, "error": ...}``."""
+
+
+class ToolError(Exception):
+    """A tool activity failed; ``str(err)`` is ``[kind:status] message`` like ``LLMError``."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None) -> None:
+        self.kind = kind
+        self.status = int(status if status is not None else status_for(kind))
+        self.message = one_line(message)
+        super().__init__(f"[{self.kind}:{self.status}] {self.message}")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "status": self.status, "message": self.message}
+
+    def __reduce__(self):
+        return (_rebuild_tool_error, (self.kind, self.message, self.status))
+
+
+def _rebuild_tool_error(kind, message, status):
+    return ToolError(kind, message, status=status)
 
 
 def parse_error_text(text: str | None) -> tuple[str, int, str]:

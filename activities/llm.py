@@ -8,6 +8,13 @@ later. Failures that no retry can fix (bad request, auth, unknown
 deployment, content filter, context too long, misconfiguration) are
 RETURNED as ``{"ok": False, "error": {...}}``: Durable retries every raised
 exception, so raising them would only waste time and quota.
+
+Input ``{"agent", "messages", "turn_id", "tools"?, "response_format"?}``: ``messages`` may
+hold assistant messages with ``tool_calls`` and ``tool`` messages (``tool_call_id``,
+``content``); ``tools`` is the OpenAI tool schema list (``core.tools.openai_schemas``);
+``response_format`` is checked by ``core.structured``. With a response_format, a final text
+reply that does not parse or validate gets ONE repair attempt (the model is told what was
+wrong); still invalid → ``ok: False`` kind ``invalid_structured_output`` (502).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Callable
 import azure.durable_functions as df
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from core import structured
+
 from . import providers
 from .errors import LLMError, LLMPermanentError, LLMTransientError
 
@@ -30,7 +39,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_SECONDS = 0.5
 DEFAULT_RETRY_MAX_WAIT_SECONDS = 4.0
 DEFAULT_RETRY_AFTER_MAX_SECONDS = 30.0
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 # Indirection so tests can make waits instant; tenacity calls it with seconds.
 sleep: Callable[[float], None] = time.sleep
@@ -73,8 +82,11 @@ def retry_settings() -> dict:
     }
 
 
-def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "") -> tuple[dict, int]:
+def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "",
+                     on_retry: Callable[[int, str], None] | None = None) -> tuple[dict, int]:
     """Run ``attempt`` with bounded retries of ``LLMTransientError``.
+
+    ``on_retry(attempt_number, reason)`` is called before each retried attempt (2, 3, ...).
 
     Returns ``(result, attempts_made)``. Permanent errors pass through at
     once. When retries run out (or the upstream asks to wait longer than
@@ -97,6 +109,8 @@ def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "") -> tuple
         return backoff(state)
 
     def log_retry(state) -> None:
+        nonlocal last_failure
+        last_failure = str(state.outcome.exception())
         log.warning(
             "call_llm turn %s attempt %d failed, retrying in %.2fs: %s",
             turn_id, state.attempt_number, state.next_action.sleep if state.next_action else 0,
@@ -106,7 +120,11 @@ def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "") -> tuple
     def counted() -> dict:
         nonlocal made
         made += 1
+        if made > 1 and on_retry is not None:
+            on_retry(made, last_failure)
         return attempt()
+
+    last_failure = ""
 
     retrying = Retrying(
         stop=stop_after_attempt(cfg["attempts"]),
@@ -132,7 +150,11 @@ def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "") -> tuple
         ) from exc
 
 
-def _validate(request) -> tuple[dict, list[dict], str]:
+def _bad(message: str) -> LLMPermanentError:
+    return LLMPermanentError("bad_request", message, status=500)
+
+
+def _validate(request) -> dict:
     """Check the activity input; a malformed call is our bug, so answer 500."""
     if isinstance(request, (str, bytes)):
         try:
@@ -140,42 +162,120 @@ def _validate(request) -> tuple[dict, list[dict], str]:
         except ValueError:
             request = None
     if not isinstance(request, dict):
-        raise LLMPermanentError("bad_request", "call_llm input must be an object", status=500)
+        raise _bad("call_llm input must be an object")
     agent = request.get("agent") or {}
     messages = request.get("messages")
     if not isinstance(agent, dict):
-        raise LLMPermanentError("bad_request", "call_llm input 'agent' must be an object", status=500)
+        raise _bad("call_llm input 'agent' must be an object")
     if not isinstance(messages, list) or not messages:
-        raise LLMPermanentError("bad_request", "call_llm input 'messages' must be a non-empty list", status=500)
-    clean = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise LLMPermanentError(
-                "bad_request", f"call_llm message {i} needs a role in {ROLES}", status=500
-            )
-        content = m.get("content")
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
-            raise LLMPermanentError("bad_request", f"call_llm message {i} content must be text", status=500)
-        clean.append({"role": m["role"], "content": content})
-    return agent, clean, str(request.get("turn_id") or "")
+        raise _bad("call_llm input 'messages' must be a non-empty list")
+    clean = [_message(i, m) for i, m in enumerate(messages)]
+    tools = request.get("tools") or None
+    if tools is not None and (not isinstance(tools, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict)
+            and t["function"].get("name") for t in tools)):
+        raise _bad("call_llm input 'tools' must be a list of {type: function, function: {name, ...}}")
+    response_format = request.get("response_format")
+    if response_format is not None:
+        try:
+            response_format = structured.check_response_format(response_format)
+        except ValueError as exc:
+            raise _bad(f"call_llm input 'response_format': {exc}") from None
+    return {"agent": agent, "messages": clean, "turn_id": str(request.get("turn_id") or ""),
+            "tools": tools, "response_format": response_format}
 
 
-def call_llm_impl(request: dict) -> dict:
+def _message(i: int, m) -> dict:
+    """One message in the wire shape (tool results as text, tool calls kept)."""
+    if not isinstance(m, dict) or m.get("role") not in ROLES:
+        raise _bad(f"call_llm message {i} needs a role in {ROLES}")
+    content = m.get("content")
+    if content is None:
+        content = ""
+    if m["role"] == "tool":
+        if not m.get("tool_call_id"):
+            raise _bad(f"call_llm message {i} (a tool result) needs its tool_call_id")
+        if not isinstance(content, str):  # a tool's JSON result: the model reads text
+            content = json.dumps(content)
+        return {"role": "tool", "tool_call_id": str(m["tool_call_id"]), "content": content}
+    if not isinstance(content, str):
+        raise _bad(f"call_llm message {i} content must be text")
+    out = {"role": m["role"], "content": content}
+    calls = m.get("tool_calls")
+    if calls:
+        if m["role"] != "assistant" or not isinstance(calls, list) or not all(
+                isinstance(c, dict) and c.get("id") and (c.get("name") or isinstance(c.get("function"), dict))
+                for c in calls):
+            raise _bad(f"call_llm message {i}: tool_calls belong to assistant messages and need "
+                       "an id and a name")
+        out["tool_calls"] = calls
+        if not content:
+            out["content"] = None  # the API's shape for an assistant turn that only calls tools
+    return out
+
+
+def _add_usage(total: dict, used: dict) -> dict:
+    return {k: total.get(k, 0) + used.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def call_llm_impl(request: dict, *, on_delta: Callable[[str], None] | None = None,
+                  on_restart: Callable[[int, str], None] | None = None) -> dict:
     """Plain-function body of the activity (importable and testable without the host).
 
-    Success: ``{"ok": True, "reply", "usage": {"prompt_tokens", "completion_tokens",
-    "total_tokens"}, "model", "finish_reason", "latency_ms", "provider", "attempts"}``.
+    Success: ``{"ok": True, "reply", "tool_calls": [{"id", "name", "arguments"}], "usage":
+    {"prompt_tokens", "completion_tokens", "total_tokens"}, "model", "finish_reason",
+    "latency_ms", "provider", "attempts"}`` plus ``"output"`` (the parsed, validated value, or
+    None when the model asked for tools) when the input had a response_format.
     Non-retryable failure: ``{"ok": False, "error": {"kind", "status", "message",
     "upstream_status"}}``. Retryable failure that outlasted the in-activity
     retries: raises ``LLMTransientError`` (``str()`` = ``[kind:status] message``).
+
+    Streaming: ``on_delta(text)`` receives the reply text as it arrives (see
+    ``providers.complete``). ``on_restart(attempt, reason)`` is called before every further
+    model attempt of this call (a retry after a failure, or the structured-output repair):
+    text received through ``on_delta`` until then is void and the new attempt's text follows.
+    The result's ``reply`` is always exactly the text of the last attempt.
     """
     started = time.perf_counter()
     turn_id = ""
     try:
-        agent, messages, turn_id = _validate(request)
-        result, attempts = run_with_retries(lambda: providers.complete(agent, messages), turn_id=turn_id)
+        checked = _validate(request)
+        turn_id, messages, rf = checked["turn_id"], checked["messages"], checked["response_format"]
+        attempts_total = 0
+
+        def model_call(conversation: list[dict]) -> dict:
+            nonlocal attempts_total
+            if attempts_total and on_restart is not None:  # the repair after a first reply
+                on_restart(attempts_total + 1, "the reply did not fit the response_format")
+            base = attempts_total
+
+            def on_retry(number: int, reason: str) -> None:
+                if on_restart is not None:
+                    on_restart(base + number, reason)
+
+            result, made = run_with_retries(
+                lambda: providers.complete(checked["agent"], conversation, tools=checked["tools"],
+                                           response_format=rf, on_delta=on_delta),
+                turn_id=turn_id, on_retry=on_retry)
+            attempts_total += made
+            return result
+
+        result = model_call(messages)
+        output = None
+        if rf is not None and not result["tool_calls"]:
+            output, problem = structured.validate_reply(rf, result["reply"])
+            if problem:
+                log.warning("call_llm turn %s: reply does not fit response_format, one repair: %s",
+                            turn_id, problem)
+                first_usage = result["usage"]
+                repair = messages + [{"role": "assistant", "content": result["reply"]},
+                                     structured.repair_message(problem, rf)]
+                result = model_call(repair)
+                result["usage"] = _add_usage(first_usage, result["usage"])
+                if not result["tool_calls"]:
+                    output, problem = structured.validate_reply(rf, result["reply"])
+                    if problem:
+                        raise LLMPermanentError("invalid_structured_output", problem)
     except LLMPermanentError as exc:
         log.warning("call_llm turn %s failed (not retried): %s", turn_id, exc)
         return {"ok": False, "error": exc.to_dict()}
@@ -184,19 +284,24 @@ def call_llm_impl(request: dict) -> dict:
         raise
     latency_ms = round((time.perf_counter() - started) * 1000.0, 1)
     log.info(
-        "call_llm turn %s ok: provider=%s model=%s attempts=%d latency_ms=%.0f tokens=%d",
-        turn_id, result["provider"], result["model"], attempts, latency_ms, result["usage"]["total_tokens"],
+        "call_llm turn %s ok: provider=%s model=%s attempts=%d latency_ms=%.0f tokens=%d tool_calls=%d",
+        turn_id, result["provider"], result["model"], attempts_total, latency_ms,
+        result["usage"]["total_tokens"], len(result["tool_calls"]),
     )
-    return {
+    answer = {
         "ok": True,
         "reply": result["reply"],
+        "tool_calls": result["tool_calls"],
         "usage": result["usage"],
         "model": result["model"],
         "finish_reason": result["finish_reason"],
         "latency_ms": latency_ms,
         "provider": result["provider"],
-        "attempts": attempts,
+        "attempts": attempts_total,
     }
+    if rf is not None:
+        answer["output"] = output
+    return answer
 
 
 @bp.activity_trigger(input_name="request")

@@ -13,10 +13,19 @@ plausible-looking text, not good answers: it is for trying the service out.
 
 llama.cpp contexts are not thread-safe, so the model is loaded once per
 process and every call is serialised by a lock.
+
+Structured replies: a ``response_format`` becomes a llama.cpp grammar (the JSON-schema
+converter that ships with llama-cpp-python, or its JSON grammar for ``json_object``), so
+decoding can only produce JSON of that shape; the schema is also stated in the prompt.
+Tools: a base model cannot call them; ``providers`` announces that once and the model
+answers without them (tool results already in the history are shown as transcript lines).
+Streaming: with ``on_delta`` the completion streams (llama.cpp yields token pieces); the
+pieces passed on add up exactly to the final (stripped, echo-free) reply.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -34,6 +43,7 @@ EMPTY_REPLY = "(the local model produced no answer)"
 DEFAULT_MAX_TOKENS = 128
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_CTX = 2048
+STRUCTURED_MIN_TOKENS = 256  # JSON needs room: a cut-off object is not valid
 # The model continues the transcript; stop where it starts the next turn.
 STOP_SEQUENCES = [
     "\nUser:",
@@ -67,8 +77,16 @@ def build_prompt(messages: list[dict]) -> str:
         role = m.get("role")
         if role == "system":
             continue
+        content = str(m.get("content") or "").strip()
+        if role == "tool":
+            lines.append(f"Tool result: {content}")
+            continue
+        if role == "assistant" and m.get("tool_calls") and not content:
+            names = ", ".join(c.get("name") or (c.get("function") or {}).get("name", "?")
+                              for c in m["tool_calls"])
+            content = f"(called {names})"
         label = "User" if role == "user" else "Assistant"
-        lines.append(f"{label}: {str(m.get('content') or '').strip()}")
+        lines.append(f"{label}: {content}")
     lines.append("Assistant:")
     return "\n".join(lines)
 
@@ -179,44 +197,136 @@ def _fit_prompt(llm, messages: list[dict], max_tokens: int) -> tuple[str, int]:
         turns = turns[1:]
 
 
-def _generate(llm, prompt: str, max_tokens: int, temperature: float) -> tuple[str, str | None, dict]:
-    out = llm.create_completion(
-        prompt=prompt,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=0.95,
-        repeat_penalty=1.15,
-        stop=STOP_SEQUENCES,
-    )
-    choice = (out.get("choices") or [{}])[0]
-    return (choice.get("text") or "").strip(), choice.get("finish_reason"), out.get("usage") or {}
+def grammar_for(response_format: dict | None):
+    """The llama.cpp grammar that constrains decoding to the response_format (or None)."""
+    if not response_format:
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    from core.structured import schema_of
+
+    schema = schema_of(response_format)
+    try:
+        if schema is None:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # a schema feature the converter does not know
+        raise LLMPermanentError(
+            "bad_request", f"the local model cannot turn this JSON schema into a grammar: "
+            f"{one_line(exc, 200)}") from None
 
 
-def complete(agent: dict, messages: list[dict]) -> dict:
+def _generate(llm, prompt: str, max_tokens: int, temperature: float, grammar=None,
+              on_piece=None) -> tuple[str, str | None, dict]:
+    params = dict(prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=0.95,
+                  repeat_penalty=1.15)
+    if grammar is not None:
+        params["grammar"] = grammar  # the grammar decides where the reply ends
+    else:
+        params["stop"] = STOP_SEQUENCES
+    if on_piece is None:
+        out = llm.create_completion(**params)
+        choice = (out.get("choices") or [{}])[0]
+        return (choice.get("text") or "").strip(), choice.get("finish_reason"), out.get("usage") or {}
+    pieces, finish_reason = [], None
+    for chunk in llm.create_completion(**params, stream=True):
+        choice = (chunk.get("choices") or [{}])[0]
+        if choice.get("text"):
+            pieces.append(choice["text"])
+            on_piece(choice["text"])
+        finish_reason = choice.get("finish_reason") or finish_reason
+    text = "".join(pieces)
+    prompt_tokens = len(llm.tokenize(prompt.encode("utf-8"), add_bos=True))
+    completion_tokens = len(llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+    return text.strip(), finish_reason, {"prompt_tokens": prompt_tokens,
+                                         "completion_tokens": completion_tokens,
+                                         "total_tokens": prompt_tokens + completion_tokens}
+
+
+class _DeltaFilter:
+    """Passes streamed pieces on so that they add up to exactly the final reply: leading
+    whitespace and a leading echo of the question are held back and dropped, trailing
+    whitespace is held until more text follows."""
+
+    def __init__(self, on_delta, echo: str):
+        self.on_delta, self.echo = on_delta, echo.lower()
+        self.head = ""          # text before we know whether it echoes the question
+        self.deciding = bool(echo)
+        self.pending = ""       # trailing whitespace not passed on yet
+        self.sent = ""
+
+    def feed(self, piece: str) -> None:
+        if self.deciding:
+            self.head += piece
+            stripped = self.head.lstrip()
+            if len(stripped) <= len(self.echo) and self.echo.startswith(stripped.lower()):
+                return  # could still be the echo
+            self.deciding = False
+            if stripped.lower().startswith(self.echo) and len(stripped) > len(self.echo):
+                stripped = stripped[len(self.echo):].lstrip()
+            piece = stripped
+        elif not self.sent:
+            piece = piece.lstrip()
+        text = self.pending + piece
+        body = text.rstrip()
+        self.pending = text[len(body):]
+        if body:
+            self.sent += body
+            self.on_delta(body)
+
+    def reset(self) -> None:
+        """Nothing was said (an empty sampled reply is generated again, greedily)."""
+        self.head, self.deciding, self.pending = "", bool(self.echo), ""
+
+    def finish(self, final: str) -> None:
+        """Pass on whatever of the final reply is not out yet (e.g. a held-back short echo)."""
+        if final.startswith(self.sent) and len(final) > len(self.sent):
+            self.on_delta(final[len(self.sent):])
+            self.sent = final
+
+
+def complete(agent: dict, messages: list[dict], *, response_format: dict | None = None,
+             on_delta=None) -> dict:
     """One local completion; same result shape as ``providers.complete``."""
     max_tokens = int(agent.get("max_output_tokens") or DEFAULT_MAX_TOKENS)
     temperature = agent.get("temperature")
     temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    grammar = grammar_for(response_format)
+    if grammar is not None:
+        from core.structured import instruction
+
+        messages = list(messages) + [{"role": "system", "content": instruction(response_format)}]
+        max_tokens = max(max_tokens, STRUCTURED_MIN_TOKENS)
+    last_user = next((str(m.get("content") or "").strip() for m in reversed(messages)
+                      if m.get("role") == "user"), "")
+    deltas = _DeltaFilter(on_delta, "" if grammar is not None else last_user) if on_delta else None
+    feed = deltas.feed if deltas else None
     with _lock:
         llm = _load()
         max_tokens = max(1, min(max_tokens, llm.n_ctx() // 2))
         prompt, _ = _fit_prompt(llm, messages, max_tokens)
         try:
-            text, finish_reason, used = _generate(llm, prompt, max_tokens, temperature)
+            text, finish_reason, used = _generate(llm, prompt, max_tokens, temperature, grammar, feed)
             _add_usage(usage, used)
             if not text and temperature != 0:  # sampling can stop at once; greedy rarely does
-                text, finish_reason, used = _generate(llm, prompt, max_tokens, 0.0)
+                if deltas:
+                    deltas.reset()
+                text, finish_reason, used = _generate(llm, prompt, max_tokens, 0.0, grammar, feed)
                 _add_usage(usage, used)
         except LLMPermanentError:
             raise
         except Exception as exc:  # llama.cpp runtime failure: worth another try
             raise LLMTransientError("server_error", f"local model failed: {one_line(exc, 200)}") from exc
-    text = clean_reply(text, messages)
+    if grammar is None:
+        text = clean_reply(text, messages)
     if not text:
         text, finish_reason = EMPTY_REPLY, "empty"
+    if deltas:
+        deltas.finish(text)
     return {
         "reply": text,
+        "tool_calls": [],
         "usage": usage,
         "model": MODEL_LABEL,
         "finish_reason": finish_reason,

@@ -20,7 +20,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+import uuid
+from typing import Any, Callable
 
 import openai
 from azure.identity import DefaultAzureCredential, get_bearer_token_provider
@@ -109,6 +110,15 @@ def announce_startup() -> None:
             " set AZURE_OPENAI_ENDPOINT or OPENAI_BASE_URL/OPENAI_API_KEY for real replies"
             if chosen["provider"] == "local" else "")
     _announce(("startup",), f"LLM provider: {chosen['provider']}, model {chosen['model']}{note}")
+    if chosen["provider"] == "local":
+        try:
+            from core.agents import load_catalogue
+
+            with_tools = [a.name for a in load_catalogue().values() if a.tools]
+        except Exception:  # a broken catalogue is reported by whoever loads it
+            with_tools = []
+        if with_tools:
+            announce_local_tools(with_tools)
 
 
 def _announce(key: tuple, message: str) -> None:
@@ -170,8 +180,25 @@ def reset_clients() -> None:
 # --------------------------------------------------------------------------- the call
 
 
-def complete(agent: dict, messages: list[dict]) -> dict:
-    """One attempt. Returns ``{"reply", "usage", "model", "finish_reason", "provider"}``.
+def complete(agent: dict, messages: list[dict], *, tools: list[dict] | None = None,
+             response_format: dict | None = None,
+             on_delta: Callable[[str], None] | None = None) -> dict:
+    """One attempt. Returns ``{"reply", "tool_calls", "usage", "model", "finish_reason",
+    "provider"}``; ``tool_calls`` is ``[{"id", "name", "arguments" (JSON text)}]`` (empty when
+    the model answered in text; ``finish_reason`` is then ``"tool_calls"``).
+
+    ``tools`` (OpenAI tool schemas) and ``response_format`` (``core.structured`` shapes) are
+    passed through to OpenAI-compatible servers; the local model ignores tools (announced
+    once) and honours response_format with a JSON-schema grammar.
+
+    Streaming: with ``on_delta`` the call streams (``stream=True`` with
+    ``stream_options.include_usage`` for OpenAI-compatible servers, llama.cpp's stream for the
+    local model) and ``on_delta(text)`` is called with each piece of reply text as it arrives,
+    in order; the result is assembled from the stream and is exactly what the same call without
+    ``on_delta`` returns (content, tool calls from their deltas, usage, finish reason). Text
+    already passed to ``on_delta`` belongs to THIS attempt: when an attempt fails and is
+    retried, the caller is told through ``activities.llm``'s ``on_restart`` (this function
+    makes one attempt only).
 
     Raises ``LLMTransientError`` / ``LLMPermanentError`` (see ``activities.errors``).
     """
@@ -179,7 +206,10 @@ def complete(agent: dict, messages: list[dict]) -> dict:
     if provider == "local":
         from . import local_model
 
-        return local_model.complete(agent, messages)
+        if tools:
+            announce_local_tools()
+        return local_model.complete(agent, messages, response_format=response_format,
+                                    on_delta=on_delta)
 
     model = resolve_model(provider, agent)
     timeout = timeout_seconds()
@@ -191,26 +221,106 @@ def complete(agent: dict, messages: list[dict]) -> dict:
         where = f"base_url {os.environ.get('OPENAI_BASE_URL') or 'https://api.openai.com/v1'}, model {model}"
     _announce((provider, model), f"LLM provider: {provider} ({where})")
 
-    # messages go in extra_body (merged over the request body as is): the client's typed
-    # transform of `messages` is O(messages) pure-Python work, most of a call on long threads.
-    params: dict[str, Any] = {"model": model, "messages": [], "extra_body": {"messages": messages}}
+    # messages (and tools, response_format) go in extra_body, merged over the request body as
+    # is: the client's typed transform of `messages` is O(messages) pure-Python work, most of a
+    # call on long threads.
+    body: dict[str, Any] = {"messages": wire_messages(messages)}
+    if tools:
+        body["tools"] = tools
+    if response_format:
+        body["response_format"] = response_format
+    params: dict[str, Any] = {"model": model, "messages": [], "extra_body": body}
     if agent.get("temperature") is not None:
         params["temperature"] = float(agent["temperature"])
     if agent.get("max_output_tokens"):
         params["max_tokens"] = int(agent["max_output_tokens"])
 
     try:
+        if on_delta is not None:
+            return _stream(client, params, on_delta, provider=provider, requested_model=model)
         raw = client.chat.completions.with_raw_response.create(**params)
-        body = raw.http_response.text
+        body_text = raw.http_response.text
     except openai.APIError as exc:
         raise map_openai_error(exc) from exc
+    except LLMError:
+        raise
     except ValueError as exc:  # undecodable body
         raise LLMTransientError("invalid_response", f"upstream sent an unreadable response: {exc}") from exc
     except Exception as exc:  # token acquisition (azure-identity) fails outside openai's hierarchy
         if type(exc).__module__.startswith(("azure.identity", "azure.core")):
             raise LLMPermanentError("auth", f"could not get an Entra ID token: {exc}") from exc
+        if type(exc).__module__.startswith(("httpx", "httpcore")):  # the stream broke off
+            if "Timeout" in type(exc).__name__:
+                raise LLMTransientError("timeout", "upstream stopped sending in time") from exc
+            raise LLMTransientError("connection", f"the stream broke off: {one_line(exc, 200)}") from exc
         raise
-    return parse_completion(body, provider=provider, requested_model=model)
+    return parse_completion(body_text, provider=provider, requested_model=model)
+
+
+def announce_local_tools(agents: list[str] | None = None) -> None:
+    """Say once that the offline model answers without the agents' tools (no fake calls)."""
+    who = f" ({', '.join(agents)})" if agents else ""
+    _announce(("local", "tools"), f"LLM provider: local - agents with tools{who} answer without "
+              "them: the offline base model cannot call tools; configure Azure OpenAI or an "
+              "OpenAI-compatible server to use tools")
+
+
+def wire_messages(messages: list[dict]) -> list[dict]:
+    """Messages in the chat completions wire shape: an assistant message's ``tool_calls`` may
+    be given as ``[{"id", "name", "arguments"}]`` (our result shape) or in OpenAI's shape."""
+    out = []
+    for m in messages:
+        calls = m.get("tool_calls")
+        if m.get("role") == "assistant" and calls:
+            m = {**m, "tool_calls": [
+                c if "function" in c else
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": c.get("arguments") or "{}"}}
+                for c in calls]}
+        out.append(m)
+    return out
+
+
+def _stream(client, params: dict, on_delta, *, provider: str, requested_model: str) -> dict:
+    """One streamed attempt: forward text deltas, assemble the same result as a plain call."""
+    stream = client.chat.completions.create(
+        **params, stream=True, stream_options={"include_usage": True})
+    content: list[str] = []
+    calls: dict[int, dict] = {}
+    finish_reason = None
+    usage: dict = {}
+    model = None
+    with stream:
+        for chunk in stream:
+            model = model or getattr(chunk, "model", None)
+            if getattr(chunk, "usage", None) is not None:
+                usage = chunk.usage.model_dump()
+            for choice in chunk.choices or ():  # Azure sends filter results with no choices
+                if choice.index:
+                    continue
+                delta = choice.delta
+                if delta is not None and delta.content:
+                    content.append(delta.content)
+                    on_delta(delta.content)
+                for call in (delta.tool_calls or ()) if delta is not None else ():
+                    slot = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+                    if call.id:
+                        slot["id"] = call.id
+                    if call.function is not None:
+                        slot["name"] += call.function.name or ""
+                        slot["arguments"] += call.function.arguments or ""
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+    if finish_reason is None and not content and not calls:
+        raise LLMTransientError("invalid_response", "the stream ended without a reply")
+    message = {"role": "assistant", "content": "".join(content) or None}
+    if calls:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for _, c in sorted(calls.items())]
+    document = {"model": model, "usage": usage,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}]}
+    return parse_completion(json.dumps(document), provider=provider, requested_model=requested_model)
 
 
 def parse_completion(body: str, *, provider: str, requested_model: str) -> dict:
@@ -236,21 +346,43 @@ def parse_completion(body: str, *, provider: str, requested_model: str) -> dict:
         raise LLMPermanentError(
             "content_filter", "the reply was withheld by the provider's content filter", upstream_status=200
         )
+    tool_calls = _tool_calls(message.get("tool_calls"))
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     prompt_tokens = _int(usage.get("prompt_tokens"))
     completion_tokens = _int(usage.get("completion_tokens"))
     total_tokens = _int(usage.get("total_tokens")) or prompt_tokens + completion_tokens
     return {
         "reply": content or "",
+        "tool_calls": tool_calls,
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": total_tokens,
         },
         "model": str(data.get("model") or requested_model),
-        "finish_reason": finish_reason,
+        "finish_reason": "tool_calls" if tool_calls else finish_reason,
         "provider": provider,
     }
+
+
+def _tool_calls(raw) -> list[dict]:
+    """``[{"id", "name", "arguments"}]`` from the message's ``tool_calls`` (function calls only)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise LLMTransientError("invalid_response", "upstream tool_calls is not a list")
+    calls = []
+    for i, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                or not function["name"]:
+            raise LLMTransientError("invalid_response", f"upstream tool call {i} has no function name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, (dict, list)):  # some servers send an object, not JSON text
+            arguments = json.dumps(arguments)
+        calls.append({"id": str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"), "name": function["name"],
+                      "arguments": arguments if isinstance(arguments, str) and arguments else "{}"})
+    return calls
 
 
 def _int(value) -> int:

@@ -1,21 +1,30 @@
 """The agent catalogue: agents are configuration (agents.json), not code.
 
 Each agent has a name (matched case-insensitively), instructions (the system prompt), and
-optional model/deployment, temperature, max output tokens and context budget. AGENTS_FILE points
-at another catalogue file.
+optional model/deployment, temperature, max output tokens and context budget; the tools it may
+call (names of `@tool` functions in the `tools/` package), those a person must approve first,
+the bounds of its tool loop and a default `response_format` (structured replies). A name that
+is not a registered tool fails the start with a message naming the agent and the tool.
+AGENTS_FILE points at another catalogue file.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 DEFAULT_CONTEXT_TOKENS = 3000
+DEFAULT_MAX_STEPS = 8
+DEFAULT_MAX_TOOL_CALLS = 16
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 86400
+KEYS = {"name", "instructions", "model", "temperature", "max_output_tokens", "context_tokens",
+        "tools", "require_approval", "max_steps", "max_tool_calls", "approval_timeout_seconds",
+        "response_format"}
 
 
 class CatalogueError(ValueError):
@@ -30,6 +39,18 @@ class Agent:
     temperature: float | None = None
     max_output_tokens: int | None = None
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    tools: tuple[str, ...] = ()
+    require_approval: tuple[str, ...] = ()
+    max_steps: int = DEFAULT_MAX_STEPS
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+    approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    response_format: dict | None = None
+
+    def __hash__(self) -> int:  # response_format is a dict: hash by the (unique) name
+        return hash(self.name.lower())
+
+    def needs_approval(self, tool_name: str) -> bool:
+        return tool_name in self.require_approval
 
     @property
     def entity_name(self) -> str:
@@ -37,10 +58,38 @@ class Agent:
         return f"dafx-{self.name}"
 
     def to_activity(self) -> dict:
-        """The small agent description the LLM activity needs."""
-        data = asdict(self)
-        data.pop("context_tokens")
-        return data
+        """The small agent description the LLM activity needs (name, instructions, model,
+        temperature, max_output_tokens); tools and response_format travel separately."""
+        return {"name": self.name, "instructions": self.instructions, "model": self.model,
+                "temperature": self.temperature, "max_output_tokens": self.max_output_tokens}
+
+
+def _names(entry: dict, key: str, name: str, where: str) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CatalogueError(f"{where}: {key} of '{name}' must be a list of tool names")
+    if len(set(value)) != len(value):
+        raise CatalogueError(f"{where}: {key} of '{name}' names a tool twice")
+    return tuple(value)
+
+
+def _check_tools(agent: Agent, known: dict, where: str) -> Agent:
+    """Unknown tool names fail here, naming the agent and the tool; tools declared
+    `@tool(requires="approval")` are added to require_approval."""
+    for name in agent.tools:
+        if name not in known:
+            listed = ", ".join(sorted(known)) or "none are defined"
+            raise CatalogueError(f"{where}: agent '{agent.name}' names the tool '{name}', which "
+                                 f"is not a @tool in the tools/ package (known tools: {listed})")
+    for name in agent.require_approval:
+        if name not in agent.tools:
+            raise CatalogueError(f"{where}: agent '{agent.name}' lists '{name}' in "
+                                 "require_approval but not in its tools")
+    forced = tuple(n for n in agent.tools if getattr(known[n], "requires_approval", False)
+                   and n not in agent.require_approval)
+    if forced:
+        agent = replace(agent, require_approval=agent.require_approval + forced)
+    return agent
 
 
 def _agent_from(entry: object, where: str) -> Agent:
@@ -58,7 +107,10 @@ def _agent_from(entry: object, where: str) -> Agent:
                                     or not 0 <= temperature <= 2):
         raise CatalogueError(f"{where}: temperature of '{name}' must be between 0 and 2")
     limits = {}
-    for key, default in (("max_output_tokens", None), ("context_tokens", DEFAULT_CONTEXT_TOKENS)):
+    for key, default in (("max_output_tokens", None), ("context_tokens", DEFAULT_CONTEXT_TOKENS),
+                         ("max_steps", DEFAULT_MAX_STEPS),
+                         ("max_tool_calls", DEFAULT_MAX_TOOL_CALLS),
+                         ("approval_timeout_seconds", DEFAULT_APPROVAL_TIMEOUT_SECONDS)):
         value = entry.get(key, default)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < 1):
@@ -67,20 +119,39 @@ def _agent_from(entry: object, where: str) -> Agent:
     model = entry.get("model")
     if model is not None and not isinstance(model, str):
         raise CatalogueError(f"{where}: model of '{name}' must be a string")
-    unknown = set(entry) - {"name", "instructions", "model", "temperature", "max_output_tokens",
-                            "context_tokens"}
+    unknown = set(entry) - KEYS
     if unknown:
         raise CatalogueError(f"{where}: unknown keys for agent '{name}': {sorted(unknown)}")
-    return Agent(name, instructions, model or None, temperature, **limits)
+    response_format = entry.get("response_format")
+    if response_format is not None:
+        from core.structured import check_response_format
+
+        try:
+            response_format = check_response_format(response_format)
+        except ValueError as exc:
+            raise CatalogueError(f"{where}: response_format of '{name}': {exc}") from None
+    return Agent(name, instructions, model or None, temperature, **limits,
+                 tools=_names(entry, "tools", name, where),
+                 require_approval=_names(entry, "require_approval", name, where),
+                 response_format=response_format)
 
 
-def parse_catalogue(data: object, where: str = "agents.json") -> dict[str, Agent]:
+def parse_catalogue(data: object, where: str = "agents.json",
+                    known_tools: dict | None = None) -> dict[str, Agent]:
+    """Agents by lower-case name. `known_tools` ({name: spec}) defaults to the tools/ package's
+    registry (imported on first need)."""
     agents = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(agents, list) or not agents:
         raise CatalogueError(f"{where}: expected {{\"agents\": [ ... ]}} with at least one agent")
     catalogue: dict[str, Agent] = {}
     for entry in agents:
         agent = _agent_from(entry, where)
+        if agent.tools or agent.require_approval:
+            if known_tools is None:
+                from core.tools import load_tools
+
+                known_tools = load_tools()
+            agent = _check_tools(agent, known_tools, where)
         if agent.name.lower() in catalogue:
             raise CatalogueError(f"{where}: agent '{agent.name}' is declared twice "
                                  "(names are case-insensitive)")

@@ -28,6 +28,20 @@ Endpoints: ``POST /v1/chat/completions``, ``POST /chat/completions`` and
 ``POST /openai/deployments/{deployment}/chat/completions`` (any query
 string, e.g. ``api-version``), plus ``GET /v1/models``.
 
+Tool calls: ``server.script(tool_calls(tool_call("lookup_order", {"order_id": "A1"})))``
+answers with an assistant message whose ``tool_calls`` carry the arguments as JSON text and
+``finish_reason: "tool_calls"``, exactly as the API does. A script entry may also be a
+function ``(RecordedRequest) -> Behaviour`` that decides from what the model was sent (e.g.
+answer from the ``tool`` message of the previous step).
+
+Streaming: a request with ``"stream": true`` is answered with Server-Sent Events
+(``chat.completion.chunk`` objects; content split into word pieces; tool calls as deltas by
+index: first id, type and name with empty arguments, then argument fragments; a finish chunk;
+a usage chunk when ``stream_options.include_usage``; ``data: [DONE]``).
+``Behaviour.chunk_delay`` spaces the chunks out (a slow model) and
+``Behaviour.break_after`` drops the connection after that many chunks (a failed attempt);
+``RecordedRequest.chunks`` records ``(time.time(), text)`` of every content piece sent.
+
 Default answer (when no scripted behaviour is queued): a deterministic
 ``chat.completion`` whose content is ``echo: <last user message> [messages=<N>]``
 where N counts every message received (system prompt and history
@@ -46,7 +60,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -67,6 +81,9 @@ __all__ = [
     "garbage",
     "empty_choices",
     "parse_behaviour",
+    "tool_call",
+    "tool_calls",
+    "streamed",
 ]
 
 
@@ -91,6 +108,9 @@ class Behaviour:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     empty_choices: bool = False
+    tool_calls: list[dict] | None = None   # [{"id", "name", "arguments" (dict or JSON text)}]
+    chunk_delay: float = 0.0               # streaming: seconds between chunks
+    break_after: int | None = None         # streaming: drop the connection after N chunks
 
 
 def _error_body(message: str, type_: str, code: str | None, **extra) -> dict:
@@ -100,6 +120,25 @@ def _error_body(message: str, type_: str, code: str | None, **extra) -> dict:
 def reply(text: str, finish_reason: str | None = "stop") -> Behaviour:
     """200 with this exact assistant text."""
     return Behaviour(reply=text, finish_reason=finish_reason)
+
+
+def tool_call(name: str, arguments: dict | str | None = None, id: str | None = None) -> dict:
+    """One tool call for ``tool_calls(...)``; the id defaults to a fresh ``call_...``."""
+    return {"id": id or f"call_{uuid.uuid4().hex[:24]}", "name": name,
+            "arguments": arguments if arguments is not None else {}}
+
+
+def tool_calls(*calls: dict, content: str | None = None) -> Behaviour:
+    """200 whose assistant message asks for these tool calls (``finish_reason: tool_calls``)."""
+    return Behaviour(reply=content, tool_calls=list(calls), finish_reason="tool_calls")
+
+
+def streamed(base: Behaviour | str | None = None, chunk_delay: float = 0.0,
+             break_after: int | None = None) -> Behaviour:
+    """``base`` (default answer) with streaming options: chunk spacing, a broken stream."""
+    behaviour = parse_behaviour(base) if base is not None else Behaviour()
+    return Behaviour(**{**behaviour.__dict__, "chunk_delay": float(chunk_delay),
+                        "break_after": break_after})
 
 
 def error(
@@ -195,11 +234,11 @@ _SHORTHANDS = {
 }
 
 
-def parse_behaviour(spec: str | Behaviour) -> Behaviour:
+def parse_behaviour(spec: "str | Behaviour | Callable[[RecordedRequest], Behaviour]"):
     """Behaviour from a shorthand: ``"429"``, ``"500"``, ``"503"`` (any 5xx),
     ``"401"``, ``"404"``, ``"content_filter"``, ``"context_length"``,
     ``"garbage"``, ``"empty_choices"``, ``"ok"``, ``"sleep:2.5"``."""
-    if isinstance(spec, Behaviour):
+    if isinstance(spec, Behaviour) or callable(spec):
         return spec
     text = str(spec).strip()
     if text.startswith("sleep:"):
@@ -227,6 +266,19 @@ class RecordedRequest:
     body: Any
     deployment: str | None
     received_at: float
+    chunks: list = field(default_factory=list)  # streaming: (time.time(), content piece) sent
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.body, dict) and bool(self.body.get("stream"))
+
+    @property
+    def tools(self) -> list[dict]:
+        return list((self.body or {}).get("tools") or []) if isinstance(self.body, dict) else []
+
+    @property
+    def response_format(self) -> dict | None:
+        return (self.body or {}).get("response_format") if isinstance(self.body, dict) else None
 
     @property
     def messages(self) -> list[dict]:
@@ -416,6 +468,8 @@ class FakeOpenAI:
         with self._lock:
             self._requests.append(record)
             behaviour = self._queue.popleft() if self._queue else self.default
+        if not isinstance(behaviour, Behaviour):  # a function of the request
+            behaviour = parse_behaviour(behaviour(record))
 
         if behaviour.delay:
             try:
@@ -436,14 +490,77 @@ class FakeOpenAI:
         completion = self._completion(record, behaviour)
         if behaviour.empty_choices:
             completion["choices"] = []
+        if record.stream and behaviour.status == 200:
+            return await self._stream(request, record, behaviour, completion, headers)
         return web.json_response(completion, status=behaviour.status, headers=headers)
+
+    async def _stream(self, request: web.Request, record: RecordedRequest, behaviour: Behaviour,
+                      completion: dict, headers: dict) -> web.StreamResponse:
+        """The completion as the API streams it: chat.completion.chunk events, then [DONE]."""
+        response = web.StreamResponse(status=200, headers={
+            **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        base = {"id": completion["id"], "object": "chat.completion.chunk",
+                "created": completion["created"], "model": completion["model"],
+                "system_fingerprint": "fp_fake"}
+        choice = (completion["choices"] or [None])[0]
+        events: list[tuple[dict, str | None]] = []  # (chunk, content piece)
+
+        def chunk(delta: dict | None, finish_reason=None, **extra) -> dict:
+            choices = [] if delta is None else [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            return {**base, "choices": choices, **extra}
+
+        if choice is not None:
+            message = choice["message"]
+            events.append((chunk({"role": "assistant", "content": "", "refusal": None}), None))
+            for piece in _pieces(message.get("content") or ""):
+                events.append((chunk({"content": piece}), piece))
+            for index, call in enumerate(message.get("tool_calls") or []):
+                events.append((chunk({"tool_calls": [{
+                    "index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}]}), None))
+                for fragment in _fragments(call["function"]["arguments"]):
+                    events.append((chunk({"tool_calls": [{
+                        "index": index, "function": {"arguments": fragment}}]}), None))
+            events.append((chunk({}, choice["finish_reason"]), None))
+        if ((record.body or {}).get("stream_options") or {}).get("include_usage"):
+            events.append((chunk(None, usage=completion["usage"]), None))
+        try:
+            for number, (event, piece) in enumerate(events):
+                if behaviour.break_after is not None and number >= behaviour.break_after:
+                    request.transport.close()  # the connection drops mid-stream
+                    return response
+                if number and behaviour.chunk_delay:
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), timeout=behaviour.chunk_delay)
+                    except asyncio.TimeoutError:
+                        pass
+                await response.write(f"data: {json.dumps(event)}\n\n".encode())
+                if piece is not None:
+                    record.chunks.append((time.time(), piece))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (ConnectionResetError, RuntimeError):  # the client went away
+            pass
+        return response
 
     @staticmethod
     def _completion(record: RecordedRequest, behaviour: Behaviour) -> dict:
         messages = record.messages
-        text = behaviour.reply if behaviour.reply is not None else echo_text(messages)
+        if behaviour.tool_calls is not None:
+            text = behaviour.reply  # None: an assistant turn that only calls tools
+            message = {"role": "assistant", "content": text, "refusal": None, "tool_calls": [
+                {"id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                 "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(
+                     c.get("arguments"), str) else json.dumps(c.get("arguments") or {})}}
+                for c in behaviour.tool_calls]}
+        else:
+            text = behaviour.reply if behaviour.reply is not None else echo_text(messages)
+            message = {"role": "assistant", "content": text}
         prompt_tokens = max(1, sum(_words(m.get("content")) for m in messages))
-        completion_tokens = _words(text)
+        completion_tokens = _words(text) + sum(
+            _words(c["function"]["arguments"]) for c in message.get("tool_calls") or [])
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -452,7 +569,7 @@ class FakeOpenAI:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": behaviour.finish_reason,
                 }
             ],
@@ -462,6 +579,17 @@ class FakeOpenAI:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _pieces(text: str) -> list[str]:
+    """Content as the API streams it: word-sized pieces that add up to the text."""
+    import re
+
+    return re.findall(r"\s*\S+|\s+$", text) if text else []
+
+
+def _fragments(arguments: str, size: int = 8) -> list[str]:
+    return [arguments[i:i + size] for i in range(0, len(arguments), size)] or [""]
 
 
 def main() -> None:

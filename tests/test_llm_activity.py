@@ -294,7 +294,7 @@ def test_bad_input_is_not_sent(openai_server):
         "error": {
             "kind": "bad_request",
             "status": 500,
-            "message": "call_llm message 0 needs a role in ('system', 'user', 'assistant')",
+            "message": "call_llm message 0 needs a role in ('system', 'user', 'assistant', 'tool')",
             "upstream_status": None,
         },
     }
