@@ -660,3 +660,16 @@ def journal() -> Journal:
         if _shared is None:
             _shared = open_journal()
         return _shared
+
+
+def publish(turn_id: str, kind: str, data: Any = None, j: Journal | None = None) -> int | None:
+    """append() for producers (the LLM and tool activities): the journal is a live view and the
+    durable result the truth, so a journal that is down, or a turn already finished, must never
+    fail the model call. Returns the event id, or None when nothing was written."""
+    try:
+        return (j or journal()).append(turn_id, kind, data)
+    except TurnFinished:
+        return None
+    except Exception:  # noqa: BLE001 - see above; the failure is logged, the turn goes on
+        log.warning("stream journal: could not publish %s for turn %s", kind, turn_id, exc_info=True)
+        return None

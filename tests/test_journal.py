@@ -391,3 +391,16 @@ def test_sse_stream_replays_follows_and_ends_with_the_closing_event(make_journal
     late = asyncio.run(collect(None))
     assert [c.split("\n", 1)[0] for c in late] == ["id: 1", "id: 2", "id: 3", "id: 4"]
     assert writer.finish("sse", "done", {}) == 4  # the closing event stays the only one
+
+
+def test_publish_never_fails_the_producer(make_journal, tmp_path):
+    j = make_journal()
+    assert jmod.publish("p", "delta", {"text": "a"}, j) == 1
+    j.finish("p", "done", {})
+    assert jmod.publish("p", "delta", {"text": "late"}, j) is None  # finished: dropped
+    broken = SqliteJournal(tmp_path / "gone.sqlite")
+    broken.path.unlink()
+    broken.path.mkdir()  # the file is now a folder: every write fails
+    broken.close()
+    assert jmod.publish("p", "delta", {"text": "x"}, broken) is None
+    assert [e.kind for e in j.read("p")] == ["delta", "done"]
