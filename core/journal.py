@@ -581,11 +581,12 @@ async def sse_stream(j: Journal, turn_id: str, after=None, *, heartbeat_seconds:
                      settle: Callable[[], Any] | None = None):
     """Replay a turn's events after `after`, then follow it live until it is finished.
 
-    Yields SSE text: the frames, and a heartbeat comment whenever `heartbeat_seconds` pass without
+    Yields SSE text: a heartbeat comment first, the frames, and one whenever `heartbeat_seconds` pass without
     an event. `settle` (optional, async) is asked at each idle beat whether the turn ended without
     anyone writing its closing event (e.g. it was terminated); returning `(kind, data)` makes this
     reader write it with finish(), which is idempotent, so every reader still sees exactly one."""
     turn_id, after = _turn(turn_id), _after(after)
+    yield HEARTBEAT  # at once: the response head and a first byte reach the client (and proxies)
     while True:
         events = await j.wait_async(turn_id, after, heartbeat_seconds)
         for event in events:

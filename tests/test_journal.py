@@ -382,13 +382,15 @@ def test_sse_stream_replays_follows_and_ends_with_the_closing_event(make_journal
                                                          settle=settle)]
 
     chunks = asyncio.run(collect("1"))  # resume after event 1
+    assert chunks[0] == jmod.HEARTBEAT  # sent at once, before any event exists
+    chunks = chunks[1:]
     assert chunks[:2] == ['id: 2\nevent: delta\ndata: {"text":"t1"}\n\n',
                           'id: 3\nevent: delta\ndata: {"text":"t2"}\n\n']
     assert chunks[2:4] == [jmod.HEARTBEAT, jmod.HEARTBEAT]  # idle beats before it was settled
     assert chunks[4:] == ['id: 4\nevent: error\ndata: {"error":{"status":500,"code":"terminated",'
                           '"message":"x"}}\n\n']
     # A late reader of the finished turn gets the replay up to the closing event, then the end.
-    late = asyncio.run(collect(None))
+    late = asyncio.run(collect(None))[1:]
     assert [c.split("\n", 1)[0] for c in late] == ["id: 1", "id: 2", "id: 3", "id: 4"]
     assert writer.finish("sse", "done", {}) == 4  # the closing event stays the only one
 
