@@ -110,5 +110,8 @@ async def invoke(request: web.Request, function, route_params: dict, kwargs: dic
         except Exception as exc:  # noqa: BLE001 - a body iterator that fails mid-stream
             log.error("function '%s' failed while streaming (invocation %s):\n%s", function.name,
                       invocation_id, "".join(traceback.format_exception(exc)))
+            # uvicorn aborts the connection: the client sees a truncated body, not a clean end.
+            if request.transport is not None:
+                request.transport.close()
 
     return await asgi.asgi_handler(app)(request)

@@ -71,6 +71,18 @@ def test_errors_are_answered_like_fastapi(fastapi_host):
     assert "RuntimeError: the function failed" in fastapi_host.log()
 
 
+def test_a_stream_that_fails_midway_is_cut_not_ended_cleanly(fastapi_host):
+    conn = http.client.HTTPConnection("127.0.0.1", fastapi_host.port, timeout=60)
+    conn.request("GET", "/api/stream_fails")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline() == b"data: one\n"
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        response.read()
+    conn.close()
+    assert "RuntimeError: the body iterator failed" in fastapi_host.log()
+
+
 def test_the_durable_client_binding_works_in_fastapi_mode(fastapi_host):
     started = fastapi_host.request("POST", "/api/start/greet", body=json.dumps("bob"))
     assert started.status == 202

@@ -39,6 +39,15 @@ async def stream(req: Request) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache"})
 
 
+@app.route(route="stream_fails", methods=["GET"])
+async def stream_fails(req: Request) -> StreamingResponse:
+    async def chunks():
+        yield "data: one\n\n"
+        raise RuntimeError("the body iterator failed")
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
 @app.route(route="release/{name}", methods=["POST"])
 async def release(req: Request) -> JSONResponse:
     name = req.path_params["name"]
