@@ -385,7 +385,7 @@ class TableJournal(Journal):
 
     def __init__(self, table_client, **kwargs) -> None:
         super().__init__(**kwargs)
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
         self._table = table_client
         # The meta row this client last wrote, per turn: a writer appending in a row skips the
         # read; a stale copy fails its If-Match (412) and is re-read.
@@ -395,6 +395,9 @@ class TableJournal(Journal):
             self._table.create_table()
         except ResourceExistsError:
             pass
+        except HttpResponseError as exc:  # Azure: the Bicep made it; the role covers entities
+            if exc.status_code != 403:
+                raise
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE, **kwargs):
