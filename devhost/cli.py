@@ -47,6 +47,11 @@ def describe_functions(host: HostState, base_url: str) -> str:
             lines.append(f"        {name}: {kind}")
     for timer in index.timers:
         lines.append(f"        {timer.name}: timerTrigger ({timer.schedule})")
+    for tool in index.mcp_tools:
+        lines.append(f"        {tool.name}: mcpToolTrigger (tool '{tool.binding['toolName']}')")
+    if index.mcp_tools:
+        lines.append(f"\n        MCP server endpoint: {base_url}/runtime/webhooks/mcp"
+                     f"\n        MCP server legacy SSE endpoint: {base_url}/runtime/webhooks/mcp/sse")
     for name, kind in index.unsupported:
         lines.append(f"        {name}: {kind} (not run by devhost)")
     return "\n".join(lines)

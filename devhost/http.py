@@ -28,6 +28,7 @@ from .context import InvocationContext
 from .engine import Engine
 from .errors import BadRequest, DevhostError, NotFound, Unauthorized
 from .loader import HttpFunction
+from .mcp import mount_mcp
 from .routes import RouteTemplate
 
 log = logging.getLogger("devhost.http")
@@ -431,5 +432,6 @@ def build_app(host: HostState) -> web.Application:
     app.router.add_get("/_devhost", dashboard)
     app.router.add_get("/_devhost/static/{file}", dashboard_file)
     dashboard_api.register(app, host)  # the dashboard's read endpoints, /_devhost/api/...
+    mount_mcp(app, host)  # /runtime/webhooks/mcp, when the app has MCP tool triggers
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_trigger)  # any path, newlines too
     return app

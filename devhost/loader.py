@@ -65,12 +65,28 @@ class TimerFunction:
 
 
 @dataclass
+class McpToolFunction:
+    """An `mcpToolTrigger` function; devhost/mcp.py serves it as the MCP extension does."""
+    name: str
+    binding: dict                      # the trigger's binding JSON (toolName, toolProperties...)
+    fn: Callable
+    context_param: str
+    context_annotation: Any            # str -> the context as JSON text, dict-like -> parsed
+    wants_context: bool
+    is_async: bool
+    client_param: str | None = None
+    client_hub: str | None = None
+    client_connection: str | None = None
+
+
+@dataclass
 class AppIndex:
     http: list[HttpFunction] = field(default_factory=list)
     orchestrators: dict[str, tuple[str, Callable]] = field(default_factory=dict)
     activities: dict[str, ActivityFunction] = field(default_factory=dict)
     entities: dict[str, tuple[str, Callable]] = field(default_factory=dict)
     timers: list[TimerFunction] = field(default_factory=list)
+    mcp_tools: list[McpToolFunction] = field(default_factory=list)
     unsupported: list[tuple[str, str]] = field(default_factory=list)
 
     # Durable registry lookups are case-insensitive, as in the extension.
@@ -170,6 +186,14 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
             index.timers.append(TimerFunction(
                 name, trigger.schedule, bool(getattr(trigger, "run_on_startup", False)), fn,
                 trigger.name, wants_context, is_async, client.name if client else None,
+                getattr(client, "task_hub", None) if client else None,
+                getattr(client, "connection_name", None) if client else None))
+        elif kind == "mcpToolTrigger":
+            annotation = inspect.signature(fn).parameters[trigger.name].annotation \
+                if trigger.name in params else str
+            index.mcp_tools.append(McpToolFunction(
+                name, trigger.get_dict_repr(), fn, trigger.name, annotation, wants_context,
+                is_async, client.name if client else None,
                 getattr(client, "task_hub", None) if client else None,
                 getattr(client, "connection_name", None) if client else None))
         else:

@@ -207,7 +207,8 @@ def test_a_slow_turn_answers_202_and_completes(llm, tmp_path):
 def test_health(agent_host):
     r = agent_host.request("GET", "/api/health")
     assert r.status == 200
-    assert r.json() == {"status": "ok", "agents": ["MyDurableAgent"],
+    catalogue = [a["name"] for a in json.loads((ROOT / "agents.json").read_text())["agents"]]
+    assert r.json() == {"status": "ok", "agents": catalogue,
                         "provider": {"provider": "openai", "model": "fake-model"}}
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import thread_state
+from conftest import ROOT, thread_state
 
 RUN = "/api/agents/MyDurableAgent/run"
 THREADS = "/api/agents/MyDurableAgent/threads"
@@ -121,7 +121,8 @@ def test_idempotency_key_without_a_thread_names_the_thread_it_created(agent_host
 
 def test_agents_are_listed_with_their_model(agent_host):
     agents = agent_host.request("GET", "/api/agents").json()["agents"]
-    assert [a["name"] for a in agents] == ["MyDurableAgent"]
+    catalogue = json.loads((ROOT / "agents.json").read_text())["agents"]
+    assert [a["name"] for a in agents] == [a["name"] for a in catalogue]
     assert agents[0]["provider"] == "openai" and agents[0]["model"] == "fake-model"
 
 
