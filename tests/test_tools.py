@@ -7,7 +7,6 @@ import asyncio
 import enum
 import json
 import threading
-import time
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, TypedDict
 
