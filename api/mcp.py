@@ -23,9 +23,10 @@ import azure.durable_functions as df
 from core.agents import Agent, load_catalogue
 from core.threads import format_thread_id
 
-from .common import runtime_status, wait_for_instance
-from .run import (ensure_thread_reaper, failure, resolve_thread, start_turn, turn_instance_id,
-                  turn_wait_seconds)
+from orchestrators.housekeeping import ensure_housekeeping
+
+from .common import runtime_status, wait_for_instance, waiting_for_approval
+from .run import failure, resolve_thread, start_turn, turn_instance_id, turn_wait_seconds
 from .turn_request import Problem, TurnRequest, max_message_bytes
 
 bp = df.Blueprint()
@@ -84,12 +85,21 @@ async def run_tool(agent: Agent, context: str | dict, client) -> str:
         "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
         "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, False)
     try:
-        await ensure_thread_reaper(client)
+        await ensure_housekeeping(client)
     except Exception:  # never costs the caller their turn; retried by the next request
         log.exception("could not start the thread clean-up")
     ids = {"thread_id": thread_id, "turn_id": turn_id}
-    status = await wait_for_instance(client, instance_id, turn_wait_seconds())
+    status = await wait_for_instance(client, instance_id, turn_wait_seconds(),
+                                     stop_when_waiting=True)
     runtime = runtime_status(status)
+    waiting = waiting_for_approval(status)
+    if waiting:  # not a failure: a person decides, then the reply lands in the thread
+        pending = waiting.get("pending", [])
+        calls = ", ".join(f"{c.get('tool')} ({c.get('approve_url')})" for c in pending)
+        return tool_result(f"The turn is waiting for a person to approve: {calls}. The reply "
+                           "will be in the thread once they decide.",
+                           {"status": "waiting_for_approval", **ids, "pending": pending,
+                            "expires_at": waiting.get("expires_at")})
     if runtime == "Completed":
         result = status.output
         return tool_result(result["reply"], {

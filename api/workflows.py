@@ -64,25 +64,21 @@ def wants_wait(req: func.HttpRequest) -> bool:
     return value.strip().lower() == "true"
 
 
-def failed_problem(workflow, output: object) -> Problem:
-    """502 naming the step: the agent whose turn failed, and that turn's reason."""
+def failed_response(workflow, output: object, headers: dict) -> func.HttpResponse:
+    """502 naming the step (the agent whose turn failed) and that turn's reason."""
     text = str(output or "")
     match = FAILED_STEP.search(text)
     if match:
+        step = match.group(1)
         kind, status, message = parse_error_text(match.group(2))
         problem = Problem(502, "workflow_step_failed", f"workflow '{workflow.name}' failed at "
-                          f"step '{match.group(1)}': {kind} ({status}): {message}")
-        problem.step, problem.kind = match.group(1), kind
-        return problem
-    _, _, message = parse_error_text(text.split(" failed: ", 1)[-1])
-    problem = Problem(502, "workflow_failed", f"workflow '{workflow.name}' failed: {message}")
-    problem.step, problem.kind = None, "unknown"
-    return problem
-
-
-def failed_response(problem: Problem, headers: dict) -> func.HttpResponse:
+                          f"step '{step}': {kind} ({status}): {message}")
+    else:  # the workflow's own code failed, not a turn
+        step, kind = None, "unknown"
+        _, _, message = parse_error_text(text.split(" failed: ", 1)[-1])
+        problem = Problem(502, "workflow_failed", f"workflow '{workflow.name}' failed: {message}")
     body = problem.to_json()
-    body["error"].update(step=problem.step, kind=problem.kind)
+    body["error"].update(step=step, kind=kind)
     return json_response(body, problem.status, headers)
 
 
@@ -109,7 +105,7 @@ async def http_run_workflow(req: func.HttpRequest, client: df.DurableOrchestrati
     if runtime == "Completed":
         return json_response(status.output, 200, headers)
     if runtime == "Failed":
-        return failed_response(failed_problem(workflow, status.output), headers)
+        return failed_response(workflow, status.output, headers)
     if runtime in ("Terminated", "Canceled"):
         return problem_response(Problem(409, "workflow_terminated",
                                         f"the workflow was {runtime.lower()}"), headers)

@@ -133,10 +133,9 @@ class McpEndpoint:
         with contextlib.suppress(Exception):
             info = ctx.session.client_params.client_info
             client_info = info.model_dump(mode="json", by_alias=True, exclude_none=True)
-        transport = {"name": "http-sse" if request is not None and
-                     str(getattr(request, "url", "")).find("/message") >= 0 else
-                     "http-streamable", "sessionId": session_id,
-                     "properties": {"headers": headers}}
+        path = request.url.path if request is not None and hasattr(request, "url") else ""
+        transport = {"name": "http-sse" if path.endswith("/message") else "http-streamable",
+                     "sessionId": session_id, "properties": {"headers": headers}}
         return {"name": name, "arguments": arguments, "sessionid": session_id,
                 "clientinfo": client_info, "transport": transport}
 

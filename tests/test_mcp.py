@@ -194,3 +194,115 @@ def test_azure_style_tools_get_the_extension_context(mcp_app_host):
     assert context["clientinfo"]["name"]
     assert failed.is_error and "explode" in failed.content[0].text
     assert "boom" in mcp_app_host.log()  # the traceback is on the console
+
+
+def test_a_turn_waiting_for_approval_says_so_and_how_to_decide(agent_host, llm):
+    from tests.fake_openai import tool_call, tool_calls
+    llm.script(tool_calls(tool_call("refund_order", {"order_id": "A1001", "amount": 10.0,
+                                                     "reason": "late"})))
+
+    async def scenario():
+        async with session(agent_host.base) as client:
+            return await client.call_tool("MyDurableAgent", {"message": "refund A1001"})
+
+    result = run(scenario())
+    assert not result.is_error
+    assert result.structured_content["status"] == "waiting_for_approval"
+    pending, = result.structured_content["pending"]
+    assert pending["tool"] == "refund_order" and pending["approve_url"] in result.content[0].text
+    assert result.structured_content["thread_id"].startswith("@dafx-mydurableagent@")
+
+
+# -- devhost/asgi.py: the aiohttp -> ASGI bridge the MCP endpoint is served through ------------
+
+@contextlib.contextmanager
+def served(asgi_app):
+    """`asgi_app` behind devhost's bridge on a real aiohttp server (its own thread and loop)."""
+    import socket
+    import threading
+
+    from aiohttp import web
+
+    from devhost.asgi import asgi_handler
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", asgi_handler(asgi_app, root_path="/mounted"))
+    runner = web.AppRunner(app)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.SockSite(runner, sock).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_the_bridge_streams_both_ways_and_reports_a_disconnect():
+    import threading
+    seen: dict = {}
+    disconnected = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/echo":
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message["body"])
+                if not message["more_body"]:
+                    break
+            seen.update(scope={k: scope[k] for k in ("method", "path", "query_string",
+                                                     "root_path", "headers")})
+            await send({"type": "http.response.start", "status": 201,
+                        "headers": [(b"content-type", b"text/plain"), (b"x-app", b"yes")]})
+            for part in (b"got ", b"".join(chunks), b" bytes"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:  # an endless stream until the client goes away
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": b"data: hello\n\n",
+                        "more_body": True})
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+    async def body():  # a chunked request body
+        yield b"abc"
+        yield b"defg"
+
+    async def scenario(base):
+        async with httpx2.AsyncClient() as http:
+            echoed = await http.post(f"{base}/echo?x=1", content=body(),
+                                     headers={"X-Custom": "v"})
+            async with http.stream("GET", f"{base}/events") as events:
+                first = await events.aiter_bytes().__anext__()
+            return echoed, first
+
+    with served(app) as base:
+        echoed, first = asyncio.run(scenario(base))
+        assert disconnected.wait(30)  # the app learnt that the client left
+    assert echoed.status_code == 201 and echoed.text == "got abcdefg bytes"
+    assert echoed.headers["x-app"] == "yes"
+    assert first == b"data: hello\n\n"
+    scope = seen["scope"]
+    assert scope["method"] == "POST" and scope["path"] == "/echo"
+    assert scope["query_string"] == b"x=1" and scope["root_path"] == "/mounted"
+    assert (b"x-custom", b"v") in scope["headers"]
+
+
+def test_over_legacy_sse_the_context_names_the_sse_transport(mcp_app_host):
+    async def scenario():
+        async with sse_client(mcp_app_host.base + MCP + "/sse") as streams:
+            async with ClientSession(streams[0], streams[1]) as client:
+                await client.initialize()
+                return await client.call_tool("echo_context", {"text": "via sse"})
+
+    context = json.loads(run(scenario()).content[0].text)
+    assert context["arguments"] == {"text": "via sse"}
+    assert context["transport"]["name"] == "http-sse"
