@@ -5,6 +5,8 @@ import json
 
 import azure.functions as func
 
+from .web import fastapi_route
+
 bp = func.Blueprint()
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -142,5 +144,6 @@ DOCUMENT = {
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@fastapi_route
 def http_openapi(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(DOCUMENT), mimetype="application/json")

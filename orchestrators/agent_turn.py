@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import azure.durable_functions as df
 
 from activities.errors import parse_error_text
+from activities.stream import FINISH_ACTIVITY, PUBLISH_ACTIVITY
 from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
 from core.agents import find_agent
@@ -164,6 +165,13 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
     {call_id: decision}; `decided` (the turn's custom status list) grows as decisions come."""
     if not calls:
         return {}
+    # to the live stream first: durable tasks created before an activity is awaited can be
+    # matched against its result on replay
+    yield context.call_activity(PUBLISH_ACTIVITY, {"turn_id": turn["turn_id"], "events": [
+        {"kind": "approval_pending", "data": {"id": c["id"], "tool": c["name"],
+                                              "arguments": c["parsed"],
+                                              "approve_url": approval_path(agent, turn, c["id"])}}
+        for c in calls]})
     timeout = float(setting(agent, "approval_timeout_seconds"))
     deadline = context.current_utc_datetime + timedelta(seconds=timeout)
     events = {c["id"]: context.wait_for_external_event(APPROVAL_EVENT.format(call_id=c["id"]))
@@ -296,7 +304,7 @@ def run_steps(context: df.DurableOrchestrationContext, agent, turn: dict, histor
     usage: dict = {}
     max_steps, max_calls = int(setting(agent, "max_steps")), int(setting(agent, "max_tool_calls"))
     for step in range(1, max_steps + 1):
-        request = {"agent": agent.to_activity(), "turn_id": turn["turn_id"],
+        request = {"agent": agent.to_activity(), "turn_id": turn["turn_id"], "step": step,
                    "messages": prompt + [conversation.wire_message(m) for m in produced]}
         if schemas:
             request["tools"] = schemas
@@ -340,6 +348,15 @@ def call_summary(calls: list[dict]) -> list[dict]:
 
 # -- the turn --------------------------------------------------------------------------------
 
+def finish_stream(context: df.DurableOrchestrationContext, turn: dict, closing: dict):
+    """Close the turn's live stream (`done` or `error`, activities/stream.py); a failure here
+    is not the turn's: SSE readers settle the stream from the durable status instead."""
+    try:
+        yield context.call_activity(FINISH_ACTIVITY, {"turn_id": turn["turn_id"], **closing})
+    except Exception:  # noqa: BLE001
+        pass
+
+
 @bp.orchestration_trigger(context_name="context")
 def agent_turn(context: df.DurableOrchestrationContext):
     turn = context.get_input()
@@ -358,20 +375,23 @@ def agent_turn(context: df.DurableOrchestrationContext):
         return None
     if grant.get("done"):  # a late repeat of a turn already stored: never run it again
         done = grant["done"]
-        return {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
+        result = {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
                 "instance_id": context.instance_id, "reply": done["reply"],
                 "usage": done["usage"], "model": done["model"], "finish_reason": None,
                 "provider": None, "durations_ms": done["durations"], "context_messages": None,
                 "thread_messages": done["message_count"], "tool_calls": done.get("tool_calls")
                 or [], "steps": None, "output": done.get("output"), "repeated": True}
+        yield from finish_stream(context, turn, {"result": result})
+        return result
     history = grant["history"]
     try:
         answer, produced, calls, steps, usage = yield from run_steps(context, agent, turn, history)
-    except TurnFailed:
+    except TurnFailed as failed:
         if turn["new_thread"]:  # the thread exists (empty): list it, so TTL clean-up sees it.
             # Signalled before the release: actions of the episode that fails are not sent.
             index_thread(context, agent, turn, context.current_utc_datetime, 0)
         yield from hand_off(context, thread, turn["turn_id"], "release")
+        yield from finish_stream(context, turn, {"failure": str(failed)})
         raise
 
     completed = context.current_utc_datetime
@@ -394,6 +414,7 @@ def agent_turn(context: df.DurableOrchestrationContext):
               "steps": steps}
     if "output" in answer:
         result["output"] = answer["output"]
+    yield from finish_stream(context, turn, {"result": result})
     return result
 
 

@@ -141,6 +141,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       STREAM_JOURNAL_TABLE: journalTableName
       // Entries of a finished turn are deleted after this many seconds (resume window).
       STREAM_JOURNAL_RETENTION_SECONDS: '3600'
+      // --- FastAPI mode (streamed HTTP): the Python 3.11 worker starts its HTTP v2 server
+      // only when it indexes at init (docs/streaming.md, "What it needs in Azure") ---
+      PYTHON_ENABLE_INIT_INDEXING: '1'
     }
   }
 }
