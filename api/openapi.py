@@ -26,7 +26,7 @@ def _json(schema: dict, description: str) -> dict:
 def _errors(*codes: int) -> dict:
     text = {400: "Malformed request", 404: "Unknown agent, thread or turn",
             405: "Method not allowed", 409: "The turn was terminated",
-            413: "Body over MAX_MESSAGE_BYTES", 422: "Idempotency-Key reused for another message",
+            413: "Body over MAX_MESSAGE_BYTES", 415: "Not JSON, text/* or form-urlencoded text", 422: "Idempotency-Key reused for another message",
             502: "The model provider failed", 503: "Rate limited or unavailable",
             504: "The model timed out"}
     return {str(c): _json(ERROR, text[c]) for c in codes}
@@ -41,8 +41,21 @@ TURN_RESULT = {"type": "object", "required": ["thread_id", "turn_id", "reply", "
                    "provider": {"type": "string"},
                    "durations_ms": {"type": "object", "properties": {
                        "model": {"type": "number"}, "turn": {"type": "number"}}},
-                   "context_messages": {"type": "integer"},
-                   "thread_messages": {"type": "integer"}}}
+                   "context_messages": {"type": ["integer", "null"]},
+                   "thread_messages": {"type": "integer"},
+                   "steps": {"type": ["integer", "null"], "description": "model steps"},
+                   "output": {"description": "the parsed reply, with response_format"},
+                   "tool_calls": {"type": "array", "items": {"type": "object", "properties": {
+                       "id": {"type": "string"}, "name": {"type": "string"},
+                       "arguments": {}, "result": {}, "error": {"type": "string"},
+                       "approval": {"type": ["object", "null"]},
+                       "duration_ms": {"type": ["number", "null"]}}}}}}
+PENDING = {"type": "array", "items": {"type": "object", "required": ["id", "tool", "approve_url"],
+                                      "properties": {"id": {"type": "string"},
+                                                     "tool": {"type": "string"},
+                                                     "arguments": {},
+                                                     "approve_url": {"type": "string"}}}}
+TURN_ID = {"name": "turn_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 DOCUMENT = {
     "openapi": "3.1.0",
@@ -61,15 +74,20 @@ DOCUMENT = {
                 {"name": "wait_for_response", "in": "query",
                  "schema": {"type": "boolean", "default": True}},
                 {"name": "Idempotency-Key", "in": "header",
-                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:~-]{1,128}$"},
-                 "description": "A repeat with the same key returns the same turn"}],
+                 "schema": {"type": "string", "pattern": "^[ -~]{1,255}$"},
+                 "description": "A repeat with the same key returns the same turn: printable "
+                                "ASCII up to 255 characters, bare or as a quoted "
+                                "structured-header string"}],
             "requestBody": {"required": True, "content": {
                 "text/plain": {"schema": {"type": "string", "minLength": 1}},
+                "application/x-www-form-urlencoded": {"schema": {"type": "string"}},
                 "application/json": {"schema": {
                     "type": "object", "required": ["message"], "properties": {
                         "message": {"type": "string", "minLength": 1},
                         "thread_id": {"type": "string", "pattern": THREAD_ID_PATTERN},
-                        "wait_for_response": {"type": "boolean"}}}}}},
+                        "wait_for_response": {"type": "boolean"},
+                        "response_format": {"type": "object", "description":
+                                            "OpenAI's json_schema or json_object shape"}}}}}},
             "responses": {
                 "200": {"description": "The reply (text/plain for text requests, the result "
                                        "document for JSON requests or Accept: application/json)",
@@ -78,8 +96,9 @@ DOCUMENT = {
                         "content": {"text/plain": {"schema": {"type": "string"}},
                                     "application/json": {"schema": TURN_RESULT}}},
                 "202": _json({"$ref": "#/components/schemas/CheckStatus"},
-                             "Still running: poll statusQueryGetUri"),
-                **_errors(400, 404, 405, 409, 413, 422, 502, 503, 504)}}},
+                             "Still running: poll statusQueryGetUri; a turn waiting for "
+                             "approval adds status, thread_id, turn_id and pending"),
+                **_errors(400, 404, 405, 409, 413, 415, 422, 502, 503, 504)}}},
         "/api/agents": {"get": {
             "summary": "Configured agents and their models",
             "responses": {"200": _json({"type": "object", "properties": {"agents": {
@@ -106,11 +125,26 @@ DOCUMENT = {
                        "responses": {"200": _json({"type": "object"}, "Deleted"),
                                      **_errors(400, 404)}}},
         "/api/agents/{name}/threads/{thread_id}/turns/{turn_id}": {"get": {
-            "summary": "One turn's status and result",
-            "parameters": [NAME, THREAD, {"name": "turn_id", "in": "path", "required": True,
-                                          "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object", "required": ["status", "turn_id"]},
+            "summary": "One turn's status and result (and the calls waiting for approval)",
+            "parameters": [NAME, THREAD, TURN_ID],
+            "responses": {"200": _json({"type": "object", "required": ["status", "turn_id"],
+                                        "properties": {"pending": PENDING}},
                                        "The turn"), **_errors(400, 404)}}},
+        "/api/agents/{name}/threads/{thread_id}/turns/{turn_id}/approvals/{call_id}": {"post": {
+            "summary": "Approve or deny a tool call that waits for a person",
+            "parameters": [NAME, THREAD, TURN_ID,
+                           {"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["approved"], "additionalProperties": False,
+                "properties": {"approved": {"type": "boolean"},
+                               "reason": {"type": "string", "maxLength": 2000},
+                               "by": {"type": "string", "maxLength": 200}}}}}},
+            "responses": {"200": _json({"type": "object", "required": ["call_id", "approved"]},
+                                       "Decided: the turn recorded this decision"),
+                          "202": _json({"type": "object"}, "Sent; not yet recorded"),
+                          "409": _json(ERROR, "Already decided or timed out"),
+                          **_errors(400, 404)}}},
         "/api/health": {"get": {"summary": "Liveness, agents and model provider",
                                 "security": [],
                                 "responses": {"200": _json({"type": "object"}, "Healthy")}}},

@@ -92,7 +92,9 @@ async def all_threads(client, agent) -> list[dict]:
     for shard in shards:
         if shard.entity_exists and shard.entity_state:
             merged.update(shard.entity_state)
-    return list(merged.values())
+    return [{"thread_id": format_thread_id(agent.name, key), "updated_at": entry["updated_at"],
+             "created_at": entry.get("created_at"), "messages": entry.get("messages")}
+            for key, entry in merged.items()]
 
 
 @bp.route(route="agents/{name}/threads", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -6,6 +6,8 @@
 - One agent turn (POST /run → 200) against a zero-latency fake model, vs calling that model
   directly with the same openai client: the overhead durability adds to a turn.
 - A 1,000-turn thread: turn latency at the end against the start (state compaction at work).
+- Listing the threads of an agent with 10,000 threads (the sharded index; seeded with entity
+  signals, not turns): first and last page latency, and the largest index shard.
 """
 from __future__ import annotations
 
@@ -155,6 +157,66 @@ async def long_thread(session, base: str, count: int) -> list[float]:
     return times
 
 
+async def listing_figures(args) -> dict:
+    """GET /threads?limit=20 on an agent whose index lists `args.listing_threads` threads."""
+    import random
+    import uuid
+
+    from entities.thread_index import index_entity
+
+    if not args.listing_threads:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+               "OPENAI_API_KEY": "bench", "OPENAI_MODEL": "fake"}
+        host = DevhostProcess(ROOT, Path(tmp) / "listing.sqlite", env)
+        host.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                gate = asyncio.Semaphore(32)
+                shards: dict[str, int] = {}
+
+                async def touch(i: int) -> None:
+                    key = str(uuid.UUID(int=random.Random(i).getrandbits(128), version=4))
+                    shard = index_entity("MyDurableAgent", key).key
+                    shards[shard] = shards.get(shard, 0) + 1
+                    entry = {"key": key, "thread_id": f"@dafx-mydurableagent@{key}",
+                             "updated_at": f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}",
+                             "messages": 2}
+                    # the Python client's encoding: a JSON string holding JSON text
+                    async with gate, session.post(
+                            f"{host.base}{WEBHOOKS}/entities/agent_threads/{shard}?op=touch",
+                            json=json.dumps(entry)) as r:
+                        assert r.status == 202, r.status
+
+                await asyncio.gather(*[touch(i) for i in range(args.listing_threads)])
+                listing = f"{host.base}/api/agents/MyDurableAgent/threads"
+                total = 0
+                for _ in range(600):  # the signals are applied asynchronously
+                    async with session.get(f"{listing}?limit=1") as r:
+                        total = (await r.json())["total"]
+                    if total == args.listing_threads:
+                        break
+                    await asyncio.sleep(0.1)
+                assert total == args.listing_threads, total
+                first, last = [], []
+                for samples, offset in ((first, 0), (last, args.listing_threads - 20)):
+                    for _ in range(30):
+                        start = time.perf_counter()
+                        async with session.get(f"{listing}?limit=20&offset={offset}") as r:
+                            page = await r.json()
+                        samples.append((time.perf_counter() - start) * 1000)
+                        assert len(page["threads"]) == 20
+                sizes = []
+                for shard in shards:
+                    async with session.get(
+                            f"{host.base}{WEBHOOKS}/entities/agent_threads/{shard}") as r:
+                        sizes.append(len(await r.read()))
+        finally:
+            host.kill()
+    return {"listing_first": first, "listing_last": last, "shard_bytes": sizes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sequential", type=int, default=100)
@@ -163,9 +225,22 @@ def main() -> None:
     parser.add_argument("--fan-out-runs", type=int, default=3)
     parser.add_argument("--turns", type=int, default=100)
     parser.add_argument("--long-thread", type=int, default=1000)
+    parser.add_argument("--listing-threads", type=int, default=10_000)
+    parser.add_argument("--only-listing", action="store_true",
+                        help="measure only the 10,000-thread listing")
     parser.add_argument("--json", help="also write the raw figures to this file")
     args = parser.parse_args()
 
+    listing = asyncio.run(listing_figures(args))
+    if listing:
+        sizes = listing["shard_bytes"]
+        print(f"agent     listing an agent with {args.listing_threads:,} threads, 20 a page: "
+              f"first page {summary(listing['listing_first'])}")
+        print(f"          last page  {summary(listing['listing_last'])}")
+        print(f"          index: {len(sizes)} shards, largest {max(sizes) / 1024:.0f} kB, "
+              f"all {sum(sizes) / 1024:.0f} kB (one entity would hold all of it)")
+    if args.only_listing:
+        return
     commit = sqlite_commit_floor()
     dev = asyncio.run(devhost_figures(args))
     agent = asyncio.run(agent_figures(args))

@@ -14,7 +14,7 @@ from aiohttp import web
 from .config import load_host_config
 from .engine import Engine
 from .errors import DevhostError, ListenError
-from .http import HostState, build_app
+from .http import PARSER_LIMITS, HostState, build_app
 from .loader import apply_local_settings, import_app, index_app
 from .store import Store
 from .timer_triggers import TimerTriggers
@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     start.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", 7071)))
     start.add_argument("--host", default=os.environ.get("DEVHOST_HOST", "127.0.0.1"))
     start.add_argument("--db", help="task hub SQLite file (default: APP/.devhost/<hub>.sqlite)")
-    start.add_argument("--verbose", action="store_true", help="log every dispatch")
+    start.add_argument("--verbose", action="store_true",
+                       default=os.environ.get("DEVHOST_VERBOSE", "").lower() in ("1", "true"),
+                       help="log every dispatch and successful invocation (DEVHOST_VERBOSE=1)")
     return parser.parse_args(argv)
 
 
@@ -59,10 +61,13 @@ def describe_functions(host: HostState, base_url: str) -> str:
 
 async def serve(args: argparse.Namespace) -> None:
     app_dir = Path(args.app).resolve()
+    # --db is a path the person typed in their shell: resolve it before the import below
+    # makes the app folder the working directory
+    given_db = Path(args.db).resolve() if args.db else None
     apply_local_settings(app_dir)
     config = load_host_config(app_dir)
     index = index_app(import_app(app_dir))
-    db_path = Path(args.db).resolve() if args.db else app_dir / ".devhost" / f"{config.hub_name}.sqlite"
+    db_path = given_db or app_dir / ".devhost" / f"{config.hub_name}.sqlite"
     os.environ["DEVHOST_TASK_HUB_PATH"] = str(db_path)  # core/journal.py keeps its file beside it
     store = Store(db_path)
     engine = Engine(store, index, config)
@@ -70,7 +75,8 @@ async def serve(args: argparse.Namespace) -> None:
     host = HostState(engine, config.hub_name, config.route_prefix, args.port, args.host,
                      os.environ.get("DEVHOST_MASTER_KEY"), function_keys)
     timers = TimerTriggers(engine)  # schedules are checked before anything is served
-    runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False,
+                           **PARSER_LIMITS)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     try:

@@ -6,6 +6,7 @@ each state change is one transaction followed by waking whatever it made runnabl
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -13,7 +14,7 @@ import uuid
 
 from . import protocol as p
 from .engine import Engine, create_instance
-from .errors import BadRequest, Conflict, Gone, NotFound
+from .errors import BadRequest, Conflict, Gone, InvalidOperation, NotFound
 
 ET = p.EventType
 _BAD_ID = re.compile(r"[/\\?#\x00-\x1f\x7f]")
@@ -73,12 +74,31 @@ def start(engine: Engine, name: str, instance_id: str | None, body: bytes,
 
 def status(engine: Engine, instance_id: str, *, show_input: bool = True,
            show_history: bool = False, show_history_output: bool = False) -> dict | None:
-    row = engine.store.get_instance(instance_id)
+    """The status document, read on the loop (cheap without history; see fetch_status)."""
+    return _status_document(engine, engine.store, instance_id, show_input, show_history,
+                            show_history_output)
+
+
+async def fetch_status(engine: Engine, instance_id: str, *, show_input: bool = True,
+                       show_history: bool = False,
+                       show_history_output: bool = False) -> dict | None:
+    """status(), read and rendered off the event loop (histories can be large)."""
+    return await engine.store.read(lambda view: _status_document(
+        engine, view, instance_id, show_input, show_history, show_history_output))
+
+
+def _status_document(engine: Engine, store, instance_id: str, show_input: bool,
+                     show_history: bool, show_history_output: bool) -> dict | None:
+    row = store.get_instance(instance_id)
     if row is None:
         return None
-    history = engine.store.history(instance_id) if show_history else None
-    return p.status_document(row, show_input=show_input, history=history,
-                             show_history_output=show_history_output)
+    history = store.history(instance_id) if show_history else None
+    document = p.status_document(row, show_input=show_input, history=history,
+                                 show_history_output=show_history_output)
+    stuck = engine.stuck_report(instance_id)
+    if stuck:
+        document["devhost"] = stuck
+    return document
 
 
 def _filters(created_from: str | None, created_to: str | None,
@@ -108,6 +128,25 @@ def list_statuses(engine: Engine, *, created_from=None, created_to=None, statuse
     rows = engine.store.query_instances(**_filters(created_from, created_to, statuses, prefix),
                                         limit=top, offset=offset)
     return [p.status_document(r, show_input=show_input) for r in rows]
+
+
+async def fetch_statuses(engine: Engine, *, created_from=None, created_to=None, statuses=None,
+                         prefix=None, show_input: bool = True, top: int,
+                         after: tuple[float, str] | None = None
+                         ) -> tuple[list[dict], tuple[float, str] | None]:
+    """One page of status documents, read off the loop, newest first, starting after the
+    (created time, instance id) of the previous page's last row. Returns the page and that
+    position for its own last row, or None when no row follows it."""
+    filters = _filters(created_from, created_to, statuses, prefix)
+
+    def page(view) -> tuple[list[dict], tuple[float, str] | None]:
+        rows = view.query_instances(**filters, limit=top + 1, after=after)
+        more = len(rows) > top
+        rows = rows[:top]
+        last = (rows[-1]["created_at"], rows[-1]["instance_id"]) if more else None
+        return [p.status_document(r, show_input=show_input) for r in rows], last
+
+    return await engine.store.read(page)
 
 
 def raise_event(engine: Engine, instance_id: str, event_name: str, data_text: str | None) -> None:
@@ -146,7 +185,8 @@ def suspend(engine: Engine, instance_id: str, reason: str | None) -> None:
     if row["status"] in p.TERMINAL_STATUSES:
         raise Gone(f"instance '{instance_id}' is {row['status']}")
     if row["status"] == "Suspended":
-        raise Conflict(f"instance '{instance_id}' is already suspended")
+        raise InvalidOperation(f"Cannot suspend the orchestration instance {instance_id} "
+                               "because instance is in the Suspended state.")
     with engine.store.transaction():
         engine.store.append_history(instance_id, [p.stored_event(p.event(
             ET.ExecutionSuspended, p.history_time(p.utcnow()), Reason=reason))])
@@ -159,7 +199,8 @@ def resume(engine: Engine, instance_id: str, reason: str | None) -> None:
     if row["status"] in p.TERMINAL_STATUSES:
         raise Gone(f"instance '{instance_id}' is {row['status']}")
     if row["status"] != "Suspended":
-        raise Conflict(f"instance '{instance_id}' is not suspended (it is {row['status']})")
+        raise InvalidOperation(f"Cannot resume the orchestration instance {instance_id} "
+                               f"because instance is in the {row['status']} state.")
     with engine.store.transaction():
         engine.store.append_history(instance_id, [p.stored_event(p.event(
             ET.ExecutionResumed, p.history_time(p.utcnow()), Reason=reason))])
@@ -226,9 +267,7 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
         engine.store.update_instance(instance_id, status="Running", output=None,
                                      engine_state=json.dumps(state))
     engine.notify_status(instance_id)
-    for activity in engine.store.all_activities():
-        if activity["instance_id"] == instance_id:
-            engine._spawn(engine._run_activity(activity))
+    engine.run_queued_activities(instance_id)
     for target in woken:
         engine.wake_instance(target)
 
@@ -254,12 +293,25 @@ def purge(engine: Engine, instance_id: str) -> int:
     return deleted
 
 
-def purge_by(engine: Engine, *, created_from=None, created_to=None, statuses=None) -> int:
-    rows = engine.store.query_instances(**_filters(created_from, created_to, statuses, None))
-    with engine.store.transaction():
-        for r in rows:
-            engine.store.delete_instance(r["instance_id"])
-    return len(rows)
+PURGE_CHUNK = 100
+
+
+async def purge_by(engine: Engine, *, created_from=None, created_to=None,
+                   statuses=None) -> int:
+    """Purge every matching instance: found off the loop, deleted a hundred per transaction
+    with the loop free in between (like Azure, a big purge is not one atomic step)."""
+    filters = _filters(created_from, created_to, statuses, None)
+    ids = await engine.store.read(
+        lambda view: [r["instance_id"] for r in view.query_instances(**filters)])
+    deleted = 0
+    for start_at in range(0, len(ids), PURGE_CHUNK):
+        with engine.store.transaction():
+            for instance_id in ids[start_at:start_at + PURGE_CHUNK]:
+                deleted += engine.store.delete_instance(instance_id)
+        for instance_id in ids[start_at:start_at + PURGE_CHUNK]:
+            engine.notify_status(instance_id)
+        await asyncio.sleep(0)
+    return deleted
 
 
 def signal_entity(engine: Engine, name: str, key: str, operation: str,

@@ -10,8 +10,9 @@ import azure.functions as func
 class InvocationContext(func.Context):
     """What the Python worker passes: a fresh invocation id per call, the function's name."""
 
-    def __init__(self, function_name: str, function_directory: str = ""):
-        self._invocation_id = str(uuid.uuid4())
+    def __init__(self, function_name: str, function_directory: str = "",
+                 invocation_id: str | None = None):
+        self._invocation_id = invocation_id or str(uuid.uuid4())
         self._function_name = function_name
         self._function_directory = function_directory
         self._tls = threading.local()

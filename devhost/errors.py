@@ -34,6 +34,13 @@ class Unauthorized(DevhostError):
     status = 401
 
 
+class InvalidOperation(DevhostError):
+    """The extension's client throws InvalidOperationException (suspend a suspended instance,
+    resume a running one) and its webhook answers 500 with that exception's text."""
+
+    status = 500
+
+
 class AppLoadError(DevhostError):
     """The Function app could not be imported or indexed."""
 

@@ -8,14 +8,16 @@ loopback-only rpc listener), so requiring keys on the public webhooks never brea
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import math
+import os
 import secrets
-import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import azure.functions as func
@@ -26,7 +28,7 @@ from . import asgi_http, commands, dashboard_api
 from . import protocol as p
 from .context import InvocationContext
 from .engine import Engine
-from .errors import BadRequest, DevhostError, NotFound, Unauthorized
+from .errors import BadRequest, DevhostError, InvalidOperation, NotFound, Unauthorized
 from .loader import HttpFunction
 from .mcp import mount_mcp
 from .routes import RouteTemplate
@@ -35,6 +37,12 @@ log = logging.getLogger("devhost.http")
 WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # Azure Functions' request size limit
+MAX_URL_BYTES = 4096                   # Azure Functions' URL limit (path + query): else 414
+MAX_HEADER_BYTES = 32 * 1024           # Kestrel's total request-header limit: else 431
+# aiohttp's own parser limits, raised so that requests between Azure's limits and these reach
+# devhost and get a JSON 414/431; beyond them aiohttp answers its plain 400 (cli.serve)
+PARSER_LIMITS = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024}
+DEFAULT_PAGE_SIZE = 100                # the extension's page size when `top` is absent
 NO_CACHE = {"Cache-Control": "no-cache"}  # the dashboard is edited live; never serve it stale
 
 HOST = web.AppKey("host", object)
@@ -46,16 +54,16 @@ class HostState:
     def __init__(self, engine: Engine, hub: str, route_prefix: str, port: int, bind_host: str,
                  master_key: str | None, function_keys: list[str]):
         self.engine, self.hub, self.route_prefix = engine, hub, route_prefix.strip("/")
+        self.bind_host = bind_host
         self.master_key = master_key or None
         self.function_keys = [k for k in function_keys if k]
         self.rpc_token = secrets.token_urlsafe(18)
         loopback = bind_host in ("", "0.0.0.0", "::", "localhost") or bind_host.startswith("127.")
         self.rpc_base = (f"http://{'127.0.0.1' if loopback else bind_host}:{port}"
                          f"/_devhost/rpc/{self.rpc_token}/durabletask/")
-        self.http_pool = ThreadPoolExecutor(16, "http")
         public = f"http://{'localhost' if loopback else bind_host}:{port}{WEBHOOK_PREFIX}"
-        engine.client_binding = lambda hub, connection: p.client_binding(
-            public, self.rpc_base, hub or self.hub, connection or "Storage", self.master_key)
+        engine.invoker.use_client_binding(lambda hub, connection: p.client_binding(
+            public, self.rpc_base, hub or self.hub, connection or "Storage", self.master_key))
         self.triggers: list[tuple[RouteTemplate, HttpFunction]] = sorted(
             ((RouteTemplate(f.route), f) for f in engine.index.http),
             key=lambda pair: pair[0].sort_key)
@@ -65,13 +73,135 @@ class HostState:
         return bool(self.master_key or self.function_keys)
 
     def key_level(self, request: web.Request) -> str | None:
-        """'admin', 'function' or None for the key the request carries."""
-        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
-        if self.master_key and hmac.compare_digest(given, self.master_key):
+        """'admin', 'function' or None for the key the request carries (compared as bytes:
+        compare_digest refuses non-ASCII text, and any text is a wrong key, not an error)."""
+        given = _utf8(request.headers.get("x-functions-key") or request.query.get("code") or "")
+        if self.master_key and hmac.compare_digest(given, _utf8(self.master_key)):
             return "admin"
-        if any(hmac.compare_digest(given, k) for k in self.function_keys):
+        if any(hmac.compare_digest(given, _utf8(k)) for k in self.function_keys):
             return "function"
         return None
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+# ----------------------------------------------------------------------------------------------
+# who may talk to devhost: its own addresses, and pages of its own origin
+
+def _setting_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+class RequestGuard:
+    """Refuses what a web page the developer visits could send: a request under a foreign Host
+    name (DNS rebinding: evil.example resolving to 127.0.0.1) and a state-changing request
+    whose Origin is another site (cross-site POSTs). curl sends no Origin; the dashboard is
+    same-origin; the SDK client calls 127.0.0.1; pages on loopback origins are the developer's
+    own. Opt-outs: DEVHOST_ALLOW_ANY_HOST=true and
+    DEVHOST_ALLOWED_ORIGINS=https://a.example,http://localhost:3000 (or *)."""
+
+    UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self, bind_host: str):
+        self.any_host = os.environ.get("DEVHOST_ALLOW_ANY_HOST", "").strip().lower() in (
+            "1", "true", "yes")
+        self.origins = {o.rstrip("/").lower() for o in _setting_list("DEVHOST_ALLOWED_ORIGINS")}
+        self.names = {"localhost", bind_host.strip("[]").lower()}
+
+    def host_allowed(self, host_header: str) -> bool:
+        """Our own names, and any IP literal (rebinding needs a name the attacker owns)."""
+        if self.any_host or not host_header.strip():
+            return True  # no Host at all (HTTP/1.0 probes) is no browser's request
+        name = _host_name(host_header)
+        if name is None:
+            return False
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
+
+    def origin_allowed(self, origin: str, host_header: str) -> bool:
+        """devhost's own origin, pages served from this machine's loopback (a local frontend
+        dev server, the MCP inspector) and the listed ones."""
+        origin = origin.rstrip("/").lower()
+        if origin in (f"http://{host_header.lower()}", f"https://{host_header.lower()}"):
+            return True
+        if "*" in self.origins or origin in self.origins:
+            return True
+        scheme, _, rest = origin.partition("://")
+        name = _host_name(rest) if scheme in ("http", "https") else None
+        return name is not None and (name == "localhost" or name.endswith(".localhost")
+                                     or _is_loopback(name))
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        host_header = request.headers.get("Host", "")
+        if not self.host_allowed(host_header):
+            return json_error(403, "foreign_host",
+                              "devhost refused the request: its Host header names an address "
+                              "devhost does not serve (a DNS-rebinding page would look like "
+                              "this). Use localhost or an IP address, or set "
+                              "DEVHOST_ALLOW_ANY_HOST=true to accept any Host.")
+        origin = request.headers.get("Origin")
+        if (origin is not None and request.method.upper() in self.UNSAFE_METHODS
+                and not self.origin_allowed(origin, host_header)):
+            return json_error(403, "foreign_origin",
+                              "devhost refused a state-changing request from another site's "
+                              "page (its Origin is not devhost's own). To allow a web app "
+                              "to call devhost, list its origin in DEVHOST_ALLOWED_ORIGINS "
+                              "(comma-separated, or *).")
+        return None
+
+
+def _host_name(host_header: str) -> str | None:
+    """The name part of a Host header ('[::1]:7071' → '::1'), lower case; None if malformed."""
+    text = host_header.strip().lower()
+    if not text:
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        return text[1:end] if end > 0 else None
+    name, _, port = text.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name or None
+
+
+def _is_loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    """devhost's own refusals, in the shape the app's API uses for every error."""
+    return web.json_response({"error": {"status": status, "code": code, "message": message}},
+                             status=status)
+
+
+def _header_bytes(request: web.Request) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+
+
+def guard_middleware(guard: RequestGuard):
+    @web.middleware
+    async def guard_requests(request: web.Request, handler):
+        """Azure's size limits with JSON answers (never echoing the input), then the guard."""
+        if len(request.raw_path.encode("utf-8", "surrogateescape")) > MAX_URL_BYTES:
+            return json_error(414, "uri_too_long",
+                              f"the request URL is longer than {MAX_URL_BYTES} bytes, Azure "
+                              "Functions' limit; send large values in the request body")
+        if _header_bytes(request) > MAX_HEADER_BYTES:
+            return json_error(431, "request_header_fields_too_large",
+                              f"the request headers are larger than {MAX_HEADER_BYTES} bytes "
+                              "in total, the limit Azure Functions applies")
+        return guard.refusal(request) or await handler(request)
+    return guard_requests
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -84,6 +214,15 @@ def error_response(status: int, message: str) -> web.Response:
 async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
+    except InvalidOperation as exc:
+        # the extension lets the client's InvalidOperationException escape: a 500 with its text
+        log.warning("%s %s: %s (answered 500, as Azure does)", request.method, request.path,
+                    exc.message)
+        return web.json_response({"Message": "Something went wrong while processing your "
+                                             "request",
+                                  "ExceptionMessage": exc.message,
+                                  "ExceptionType": "System.InvalidOperationException"},
+                                 status=500)
     except DevhostError as exc:
         return error_response(exc.status, exc.message)
     except web.HTTPException as exc:
@@ -127,6 +266,21 @@ def _seconds_query(request: web.Request, name: str) -> float | None:
 
 def _public_base(request: web.Request) -> str:
     return f"{request.url.origin()}{WEBHOOK_PREFIX}"
+
+
+def encode_page_token(last: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(last)).encode()).decode()
+
+
+def decode_page_token(token: str | None) -> tuple[float, str] | None:
+    """The (created time, instance id) a continuation token names; None for the first page."""
+    if not token:
+        return None
+    try:
+        created, instance_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return float(created), str(instance_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadRequest("x-ms-continuation-token is not one devhost handed out") from None
 
 
 def check_status_response(request: web.Request, instance_id: str) -> web.Response:
@@ -184,37 +338,35 @@ def management_routes(rpc: bool) -> web.RouteTableDef:
     @routes.get("/instances")
     @routes.get("/instances/")
     async def list_instances(request: web.Request) -> web.Response:
+        """One page, as the extension answers: `top` rows (100 when absent) and always an
+        `x-ms-continuation-token` header, empty on the last page. The token names the last
+        row handed out, so instances created or purged between pages shift nothing."""
         q = request.query
         top = _int_query(request, "top")
         if top is not None and top < 1:
             raise BadRequest("query parameter 'top' must be at least 1")
-        token = request.headers.get("x-ms-continuation-token") or "0"
-        if not token.isdigit():
-            raise BadRequest("x-ms-continuation-token is not one devhost handed out")
-        offset = int(token)
-        docs = commands.list_statuses(
+        top = DEFAULT_PAGE_SIZE if top is None else top
+        after = decode_page_token(request.headers.get("x-ms-continuation-token"))
+        docs, last = await commands.fetch_statuses(
             engine_of(request), created_from=q.get("createdTimeFrom"),
             created_to=q.get("createdTimeTo"), statuses=q.get("runtimeStatus"),
             prefix=q.get("instanceIdPrefix"), show_input=_flag(request, "showInput", True),
-            top=None if top is None else top + 1, offset=offset)
-        headers = {}
-        if top is not None and len(docs) > top:  # a token only when another page exists
-            docs = docs[:top]
-            headers["x-ms-continuation-token"] = str(offset + top)
-        return web.json_response(docs, headers=headers)
+            top=top, after=after)
+        token = encode_page_token(last) if last else ""
+        return web.json_response(docs, headers={"x-ms-continuation-token": token})
 
     @routes.delete("/instances")
     @routes.delete("/instances/")
     async def purge_many(request: web.Request) -> web.Response:
         q = request.query
-        deleted = commands.purge_by(engine_of(request), created_from=q.get("createdTimeFrom"),
-                                    created_to=q.get("createdTimeTo"),
-                                    statuses=q.get("runtimeStatus"))
+        deleted = await commands.purge_by(
+            engine_of(request), created_from=q.get("createdTimeFrom"),
+            created_to=q.get("createdTimeTo"), statuses=q.get("runtimeStatus"))
         return web.json_response({"instancesDeleted": deleted}, status=200 if deleted else 404)
 
     @routes.get("/instances/{instanceId}")
     async def get_status(request: web.Request) -> web.Response:
-        document = commands.status(
+        document = await commands.fetch_status(
             engine_of(request), request.match_info["instanceId"],
             show_input=_flag(request, "showInput", True),
             show_history=_flag(request, "showHistory", False),
@@ -381,24 +533,18 @@ async def invoke_http_function(request: web.Request, host: HostState, function: 
         kwargs[function.client_param] = p.client_binding(
             _public_base(request), host.rpc_base, function.client_hub or host.hub,
             function.client_connection or "Storage", code=host.master_key)
-    if function.wants_context:
-        kwargs["context"] = invocation
     if asgi_http.enabled():  # the app imports the FastAPI extension: every HTTP function streams
+        if function.wants_context:
+            kwargs["context"] = invocation
         return await asgi_http.invoke(
             request, function, route_params, kwargs,
-            lambda call: asyncio.get_running_loop().run_in_executor(host.http_pool, call),
+            lambda call: asyncio.get_running_loop().run_in_executor(
+                host.engine.invoker.http_pool, call),
             invocation.invocation_id)
     body = await request.read()
     kwargs[function.request_param] = build_request(request, body, route_params)
-    try:
-        if function.is_async:
-            result = await function.fn(**kwargs)
-        else:
-            result = await asyncio.get_running_loop().run_in_executor(
-                host.http_pool, lambda: function.fn(**kwargs))
-    except Exception as exc:  # the user's code failed: Azure answers 500 with an empty body
-        log.error("function '%s' failed (invocation %s):\n%s", function.name,
-                  invocation.invocation_id, "".join(traceback.format_exception(exc)))
+    ok, result = await host.engine.invoker.run_http(function, kwargs, invocation)
+    if not ok:  # the user's code failed: Azure answers 500 with an empty body
         return web.Response(status=500)
     return to_web_response(result)
 
@@ -407,7 +553,8 @@ async def invoke_http_function(request: web.Request, host: HostState, function: 
 # the application
 
 def build_app(host: HostState) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(middlewares=[guard_middleware(RequestGuard(host.bind_host)),
+                                       errors_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[HOST] = host
     app.add_subapp(WEBHOOK_PREFIX, management_app(host, require_key=True))
     app.add_subapp(f"/_devhost/rpc/{host.rpc_token}/durabletask",
@@ -416,6 +563,8 @@ def build_app(host: HostState) -> web.Application:
     async def host_status(_: web.Request) -> web.Response:
         return web.json_response({"state": "Running", "hub": host.hub,
                                   "counts": host.engine.store.counts(),
+                                  "statusWaiters": host.engine.waiter_count(),
+                                  "stuck": len(host.engine.stuck),
                                   "id": str(uuid.uuid5(uuid.NAMESPACE_URL, host.rpc_base))})
 
     async def dashboard(_: web.Request) -> web.FileResponse:

@@ -85,6 +85,9 @@ class AppIndex:
     orchestrators: dict[str, tuple[str, Callable]] = field(default_factory=dict)
     activities: dict[str, ActivityFunction] = field(default_factory=dict)
     entities: dict[str, tuple[str, Callable]] = field(default_factory=dict)
+    # registered orchestrator/entity name (lower case) → its Functions function name, which
+    # the host's console lines use ('Functions.counter' for entity 'Counter')
+    function_names: dict[str, str] = field(default_factory=dict)
     timers: list[TimerFunction] = field(default_factory=list)
     mcp_tools: list[McpToolFunction] = field(default_factory=list)
     unsupported: list[tuple[str, str]] = field(default_factory=list)
@@ -98,6 +101,9 @@ class AppIndex:
 
     def entity(self, name: str) -> tuple[str, Callable] | None:
         return self.entities.get(name.lower())
+
+    def function_name(self, registered: str) -> str:
+        return self.function_names.get(registered.lower(), registered)
 
 
 def apply_local_settings(app_dir: Path) -> dict[str, str]:
@@ -172,6 +178,7 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
         elif kind == "orchestrationTrigger":
             registered = getattr(trigger, "orchestration", None) or name
             index.orchestrators[registered.lower()] = (registered, fn)
+            index.function_names[registered.lower()] = name
         elif kind == "activityTrigger":
             registered = getattr(trigger, "activity", None) or name
             index.activities[registered.lower()] = ActivityFunction(
@@ -182,6 +189,7 @@ def index_app(app: func.FunctionRegister) -> AppIndex:
         elif kind == "entityTrigger":
             registered = getattr(trigger, "entity_name", None) or name
             index.entities[registered.lower()] = (registered, fn)
+            index.function_names[registered.lower()] = name
         elif kind == "timerTrigger":
             index.timers.append(TimerFunction(
                 name, trigger.schedule, bool(getattr(trigger, "run_on_startup", False)), fn,

@@ -8,6 +8,7 @@ docs/durable-functions-protocol.md (shared) for the contract these functions imp
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum
 from typing import Any, Iterable
@@ -226,6 +227,32 @@ def flatten_actions(actions: list) -> list[dict]:
     return flat
 
 
+@dataclass(frozen=True)
+class Action:
+    """One atomic action of the SDK's OrchestratorState, with the keys devhost reads."""
+
+    kind: int | None
+    function_name: str | None = None
+    input: str | None = None
+    retry_options: dict = field(default_factory=dict)
+    instance_id: str | None = None
+    version: str | None = None
+    fire_at: str | None = None
+    is_canceled: bool = False
+    operation: str | None = None
+    http_request: dict | None = None
+
+
+def read_actions(result: dict) -> list[Action]:
+    """The SDK's cumulative actions of an OrchestratorState, flattened, as Action values."""
+    return [Action(kind=a.get("actionType"), function_name=a.get("functionName"),
+                   input=a.get("input"), retry_options=a.get("retryOptions") or {},
+                   instance_id=a.get("instanceId"), version=a.get("version"),
+                   fire_at=a.get("fireAt"), is_canceled=bool(a.get("isCanceled")),
+                   operation=a.get("operation"), http_request=a.get("httpRequest"))
+            for a in flatten_actions(result.get("actions") or [])]
+
+
 # ----------------------------------------------------------------------------------------------
 # entities
 
@@ -248,6 +275,20 @@ def entity_batch_document(name: str, key: str, state: str | None, operations: li
              for op in operations]
     return json.dumps({"self": {"name": name, "key": key}, "exists": state is not None,
                        "state": state, "batch": batch})
+
+
+@dataclass(frozen=True)
+class EntityResult:
+    is_error: bool
+    result: str | None  # JSON text
+
+
+def read_entity_batch_result(returned: str) -> tuple[list[EntityResult], bool, str | None]:
+    """(per-operation results, entity exists, new state) from the entity handle's output."""
+    out = json.loads(returned)
+    results = [EntityResult(bool(r.get("isError")), r.get("result"))
+               for r in out.get("results") or []]
+    return results, bool(out.get("entityExists")), out.get("entityState")
 
 
 def orchestrator_entity_input(action_input: str | None) -> str | None:

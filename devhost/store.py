@@ -7,18 +7,21 @@ lose the last few milliseconds of commits but never corrupts the file.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import DatabaseError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
     # version 1
@@ -91,6 +94,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE history ADD COLUMN replayed INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE instances ADD COLUMN version TEXT;
     """,
+    # version 3: a durable timer's inbox row names its timer (cancelling one is a lookup, not
+    # a match over the stored event text)
+    """
+    ALTER TABLE inbox ADD COLUMN timer_id INTEGER;
+    UPDATE inbox SET timer_id = json_extract(event, '$.TimerId')
+        WHERE json_extract(event, '$.EventType') = 11;
+    CREATE INDEX IF NOT EXISTS inbox_timer ON inbox(instance_id, timer_id)
+    """,
 ]
 
 INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "input_raw",
@@ -99,7 +110,9 @@ INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "i
 
 
 class Store:
-    """One connection, used from the engine's event-loop thread only."""
+    """The writer connection, used from the engine's event-loop thread only, plus a read-only
+    connection (WAL lets it read the last commit while the writer works) on one thread of its
+    own, so big reads (histories, lists) never stall the loop: see `read`."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -122,6 +135,8 @@ class Store:
                                 "If the file is corrupt, move it away (devhost will create a "
                                 "new one) or point --db at another file.") from exc
         self._depth = 0
+        self._reader: Store | None = None
+        self._read_thread = ThreadPoolExecutor(1, "store-read")
 
     def _take_process_lock(self):
         """One devhost process per task hub: the engine tracks in-flight work in memory, so a
@@ -175,13 +190,45 @@ class Store:
         return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
 
     def close(self) -> None:
+        self._read_thread.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.db.close()
         self.db.close()
         if self._lock_file:
             self._lock_file.close()
 
+    # -- reads off the event loop -----------------------------------------------------------
+
+    def _read_view(self) -> "Store":
+        """This store's query methods over the read-only connection (opened on first use, in
+        the read thread). Writes through it fail: SQLite refuses them on a read-only handle."""
+        if self._reader is None:
+            view = Store.__new__(Store)
+            view.path, view._depth, view._lock_file, view._reader = self.path, 0, None, None
+            view.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                      isolation_level=None, check_same_thread=False)
+            view.db.row_factory = sqlite3.Row
+            view.db.execute("PRAGMA busy_timeout=5000")
+            self._reader = view
+        return self._reader
+
+    async def read(self, query: Callable[["Store"], T]) -> T:
+        """Run `query(view)` on the read thread, where `view` offers every query method of this
+        class on the read-only connection; the event loop keeps serving meanwhile. It sees the
+        last committed state, which is all a reader may rely on anyway."""
+        if self.path == ":memory:":
+            return query(self)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_thread,
+                                          lambda: query(self._read_view()))
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE … COMMIT; nested uses join the outer transaction."""
+        """BEGIN IMMEDIATE … COMMIT; nested uses join the outer transaction.
+
+        Anything that fails, the COMMIT itself included (disk full, a deferred constraint),
+        rolls back whatever is still open and raises DatabaseError: the store is then ready
+        for the next transaction, never wedged inside a dead one."""
         if self._depth:
             self._depth += 1
             try:
@@ -189,16 +236,24 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"the task hub database {self.path} refused a write: "
+                                f"{exc}") from exc
         self._depth = 1
         try:
             yield
-        except BaseException:
-            self._depth = 0
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise DatabaseError(f"the task hub database {self.path} could not commit a "
+                                    f"change (nothing was changed): {exc}") from exc
             raise
-        self._depth = 0
-        self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     # -- instances --------------------------------------------------------------------------
 
@@ -221,8 +276,12 @@ class Store:
     def query_instances(self, *, created_from: float | None = None,
                         created_to: float | None = None, statuses: list[str] | None = None,
                         prefix: str | None = None, limit: int | None = None,
-                        offset: int = 0) -> list[dict]:
+                        offset: int = 0, after: tuple[float, str] | None = None) -> list[dict]:
+        """Newest first; `after` = (created_at, instance_id) of the row before this page."""
         sql, args = "SELECT * FROM instances WHERE 1=1", []
+        if after is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND instance_id > ?))"
+            args.extend([after[0], after[0], after[1]])
         if created_from is not None:
             sql += " AND created_at >= ?"
             args.append(created_from)
@@ -280,9 +339,11 @@ class Store:
     # -- inbox (completions, external events, timers) -------------------------------------
 
     def add_inbox(self, instance_id: str, execution_id: str | None, event_text: str,
-                  visible_at: float) -> None:
-        self.db.execute("INSERT INTO inbox (instance_id, execution_id, event, visible_at) "
-                        "VALUES (?,?,?,?)", (instance_id, execution_id, event_text, visible_at))
+                  visible_at: float, timer_id: int | None = None) -> None:
+        """Queue an event; a durable timer's TimerFired also records its timer id."""
+        self.db.execute("INSERT INTO inbox (instance_id, execution_id, event, visible_at, "
+                        "timer_id) VALUES (?,?,?,?,?)",
+                        (instance_id, execution_id, event_text, visible_at, timer_id))
 
     def inbox(self, instance_id: str, visible_before: float | None = None) -> list[dict]:
         sql = "SELECT * FROM inbox WHERE instance_id=?"
@@ -295,9 +356,10 @@ class Store:
     def delete_inbox(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM inbox WHERE id=?", [(i,) for i in ids])
 
-    def delete_inbox_where_event_like(self, instance_id: str, pattern: str) -> None:
-        self.db.execute("DELETE FROM inbox WHERE instance_id=? AND event LIKE ?",
-                        (instance_id, pattern))
+    def delete_timer(self, instance_id: str, timer_id: int) -> None:
+        """Drop a cancelled timer that has not fired yet."""
+        self.db.execute("DELETE FROM inbox WHERE instance_id=? AND timer_id=?",
+                        (instance_id, timer_id))
 
     def clear_inbox(self, instance_id: str) -> None:
         self.db.execute("DELETE FROM inbox WHERE instance_id=?", (instance_id,))

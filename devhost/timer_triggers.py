@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import traceback
 from datetime import datetime, timezone
 
 from azure.functions.timer import TimerRequest
 
 from .config import resolve_setting
-from .context import InvocationContext
 from .engine import Engine
 from .errors import ConfigError
 from .loader import TimerFunction
@@ -65,19 +63,4 @@ class TimerTriggers:
             await self.invoke(function, past_due=late > 1.0)
 
     async def invoke(self, function: TimerFunction, past_due: bool) -> None:
-        kwargs = {function.timer_param: TimerRequest(past_due=past_due)}
-        if function.client_param:
-            kwargs[function.client_param] = self.engine.client_binding(
-                function.client_hub, function.client_connection)
-        context = InvocationContext(function.name)
-        if function.wants_context:
-            kwargs["context"] = context
-        try:
-            if function.is_async:
-                await function.fn(**kwargs)
-            else:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.engine.activity_pool, lambda: function.fn(**kwargs))
-        except Exception as exc:  # the user's code: report it, keep the schedule
-            log.error("timer function '%s' failed (invocation %s):\n%s", function.name,
-                      context.invocation_id, "".join(traceback.format_exception(exc)))
+        await self.engine.invoker.run_timer(function, TimerRequest(past_due=past_due))

@@ -1,7 +1,8 @@
 """Each agent's list of threads (the SDK's client cannot enumerate entities), sharded so no
 single entity grows with the agent: `agent_threads` entities keyed `<agent lower>.<shard>`
-(INDEX_SHARDS of them, a thread's shard fixed by its uuid), each holding
-{thread uuid: {thread_id, updated_at, created_at, messages}}. A turn re-parses only its own
+(INDEX_SHARDS of them, a thread's shard fixed by its uuid), each holding only what listing
+needs: {thread uuid: {updated_at, created_at, messages}} (the thread id is derived from the
+uuid). A turn re-parses only its own
 shard; listing reads every shard and merges. Turn orchestrations signal `touch` after each
 stored turn; deleting a thread sends `remove`. An agent's pre-sharding entity (keyed by the bare
 agent name) is still read and cleaned, so older task hubs keep their lists."""
@@ -33,7 +34,7 @@ def agent_threads(context: df.DurableEntityContext) -> None:
     operation = context.operation_name
     entry = context.get_input() if operation in ("touch", "remove") else None
     if operation == "touch":
-        threads[entry["key"]] = {"thread_id": entry["thread_id"], "updated_at": entry["updated_at"],
+        threads[entry["key"]] = {"updated_at": entry["updated_at"],
                                  "messages": entry["messages"],
                                  "created_at": threads.get(entry["key"], {}).get(
                                      "created_at", entry["updated_at"])}

@@ -200,7 +200,13 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
                     decided.append({"id": c["id"], **decisions[c["id"]]})
             break
         call_id = next(i for i, task in events.items() if task == winner)
-        data = winner.result if isinstance(winner.result, dict) else {}
+        data = winner.result
+        if isinstance(data, str):  # the client may send the event data as JSON text
+            try:
+                data = json.loads(data)
+            except ValueError:
+                data = {}
+        data = data if isinstance(data, dict) else {}
         decisions[call_id] = {"approved": data.get("approved") is True,
                               "reason": str(data.get("reason") or ""),
                               "by": str(data.get("by") or "anonymous"), "at": now,
@@ -308,8 +314,9 @@ def run_steps(context: df.DurableOrchestrationContext, agent, turn: dict, histor
                    "messages": prompt + [conversation.wire_message(m) for m in produced]}
         if schemas:
             request["tools"] = schemas
-        if turn.get("response_format") is not None:
-            request["response_format"] = turn["response_format"]
+        response_format = turn.get("response_format") or setting(agent, "response_format")
+        if response_format is not None:  # the request's, else the agent's default
+            request["response_format"] = response_format
         try:
             answer = yield context.call_activity_with_retry(LLM_ACTIVITY, LLM_RETRY, request)
         except Exception as exc:  # retries exhausted: a classified reason, nothing written

@@ -193,7 +193,7 @@ def test_a_slow_turn_answers_202_and_completes(llm, tmp_path):
     host = DevhostProcess(ROOT, tmp_path / "slow.sqlite", app_env(llm, TURN_WAIT_SECONDS="0.3"))
     host.start()
     try:
-        llm.script(sleep(1.5))
+        llm.script(sleep(5))  # far beyond the 0.3 s wait: the answer is a 202
         r = host.request("POST", RUN, "take your time", TEXT)
         assert r.status == 202, r
         instance_id = r.json()["id"]

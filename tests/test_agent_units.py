@@ -286,3 +286,26 @@ def test_run_request_parsing_rules():
     with pytest.raises(Problem) as refused:
         parse_run_request("PUT", {}, {}, b"hi")
     assert refused.value.status == 405 and refused.value.headers == {"Allow": "POST"}
+
+
+def test_context_window_never_splits_a_tool_call_from_its_result():
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup_order", "arguments": '{"order_id": "A1001"}'}}
+    messages = [{"role": "user", "content": "old " * 40, "turnId": "a"},
+                {"role": "assistant", "content": "old answer", "turnId": "a"},
+                {"role": "user", "content": "look it up", "turnId": "b"},
+                {"role": "assistant", "content": "", "tool_calls": [call], "turnId": "b"},
+                {"role": "tool", "tool_call_id": "call_1", "name": "lookup_order",
+                 "content": '{"total": 5}', "turnId": "b", "approval": None},
+                {"role": "assistant", "content": "it is 5", "turnId": "b",
+                 "usage": {"completion_tokens": 3}}]
+    for budget in range(0, 200):
+        window = conversation.context_window(messages, budget)
+        assert not window or window[0]["role"] == "user", (budget, window)
+        ids = {c["id"] for m in window for c in m.get("tool_calls", [])}
+        results = {m["tool_call_id"] for m in window if m["role"] == "tool"}
+        assert ids == results, (budget, window)
+    full = conversation.context_window(messages, 10_000)
+    assert full[3] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert full[4] == {"role": "tool", "tool_call_id": "call_1", "name": "lookup_order",
+                       "content": '{"total": 5}'}  # wire shape: our metadata dropped

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -192,11 +193,14 @@ def test_timer_and_event_survive_a_crash(devhost_factory, tmp_path):
     for instance_id in ("timer-due", "timer-waits"):
         wait_for_status(host, instance_id, ("Running",))
     host.kill()
-    time.sleep(1.0)  # timer-due's timer falls due while no devhost runs
+    fire_at = next(e["FireAt"] for e in raw_history(hub.db, "timer-due")
+                   if e["EventType"] == 10)  # TimerCreated
+    due = datetime.fromisoformat(fire_at[:26]).replace(tzinfo=timezone.utc)
+    while datetime.now(timezone.utc) <= due:  # timer-due's timer falls due while none runs
+        time.sleep(0.05)
     host = hub.start()
     assert wait_for_status(host, "timer-due", DONE)["output"] == "timed out"
-    time.sleep(0.2)
-    assert host.request("GET", f"{W}/instances/timer-waits").json()["runtimeStatus"] == "Running"
+    # timer-waits' 30 s timer has not fired: the event decides it (else "timed out")
     r = host.request("POST", f"{W}/instances/timer-waits/raiseEvent/Approval", {"ok": 1})
     assert r.status == 202
     assert wait_for_status(host, "timer-waits", DONE)["output"] == {"approved": {"ok": 1}}
@@ -209,9 +213,7 @@ def test_sigint_mid_run_then_restart(devhost_factory, tmp_path):
     host = hub.start()
     instance_id = start_slow_steps(host, key)
     wait_until(lambda: len(set(hub.trace(key))) >= 2)
-    t0 = time.time()
-    assert host.stop() == 0
-    assert time.time() - t0 < 10
+    assert host.stop() == 0  # exited by itself (stop() kills, giving -9, if it hangs)
     assert "stopping" in host.log()
     assert "Traceback" not in host.log()
     assert len(set(hub.trace(key))) < 5

@@ -150,20 +150,18 @@ def test_start_unknown_orchestrator(host):
 
 
 def test_start_and_wait_returns_output(host):
-    t0 = time.time()
-    r = start(host, "chain", query="?timeout=5&pollingInterval=1")
+    # a wait far longer than the test's own timeout: only an answer at completion passes
+    r = start(host, "chain", query="?timeout=3600&pollingInterval=1")
     assert r.status == 200
     assert r.json() == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
-    assert time.time() - t0 < 4  # answered at completion, not at the end of the timeout
 
 
 def test_start_and_wait_times_out_with_202(host):
-    t0 = time.time()
     r = start(host, "long_wait", query="?timeout=1&pollingInterval=1")
-    elapsed = time.time() - t0
     assert r.status == 202
     assert set(r.json()) >= {"id", "statusQueryGetUri"}
-    assert 0.9 <= elapsed < 5
+    # the wait ended without the instance finishing: it still waits for its event
+    assert status(host, r.json()["id"]).json()["runtimeStatus"] == "Running"
     host.request("POST", f"{W}/instances/{r.json()['id']}/terminate")
 
 
@@ -348,14 +346,15 @@ def test_raise_event_errors(host):
                               {"Content-Type": "text/plain"}), 400, "application/json")
     assert_error(host.request("POST", f"{W}/instances/{waiting}/raiseEvent/Go", "{broken",
                               JSON), 400, "Invalid JSON")
-    # none of the refused requests was delivered; a good one is
-    time.sleep(0.2)
-    assert status(host, waiting).json()["runtimeStatus"] == "Running"
     assert host.request("POST", f"{W}/instances/{waiting}/raiseEvent/Go", "Rome", JSON) \
         .status == 400  # bare words are not JSON either
     r = host.request("POST", f"{W}/instances/{waiting}/raiseEvent/Go", json.dumps("Rome"), JSON)
     assert r.status == 202
-    assert finished(host, waiting)["output"] == "Hello Rome!"
+    # none of the refused requests was delivered (events are consumed in arrival order, so a
+    # delivered one would have been the instance's answer and its one EventRaised)
+    doc = finished(host, waiting)
+    assert doc["output"] == "Hello Rome!"
+    assert kinds(doc).count("EventRaised") == 1
 
 
 # -- terminate / suspend / resume --------------------------------------------------------------
@@ -377,12 +376,21 @@ def test_terminate(host):
     assert_error(host.request("POST", f"{W}/instances/{uid('ghost')}/terminate"), 404)
 
 
-def test_terminate_while_an_activity_runs(host):
+def test_terminate_while_an_activity_runs(devhost_factory, tmp_path):
+    flaky = tmp_path / "flaky-term"
+    flaky.mkdir()
+    host = devhost_factory("patterns", env={"FLAKY_DIR": str(flaky),
+                                            "DEVHOST_VERBOSE": "1"}).start()
     instance_id = started(host, "slow_steps", body=json.dumps(uid("term")))
     wait_for_status(host, instance_id, ("Running",))  # the first slow_step is queued/running
     assert host.request("POST", f"{W}/instances/{instance_id}/terminate?reason=stop") \
         .status == 202
-    time.sleep(0.6)  # the activity finishes meanwhile; its result must be dropped
+    # the activity finishes after the terminate; its (verbose) success line is logged in the
+    # same step of the event loop that then drops its result, so any later read sees that
+    deadline = time.time() + 20
+    while "Executed 'Functions.slow_step' (Succeeded" not in host.log():
+        assert time.time() < deadline, "the activity never finished"
+        time.sleep(0.02)
     doc = status(host, instance_id, HISTORY).json()
     assert doc["runtimeStatus"] == "Terminated" and doc["output"] == "stop"
     assert "TaskCompleted" not in kinds(doc)
@@ -394,18 +402,18 @@ def test_suspend_and_resume(host):
     assert host.request("POST", f"{W}/instances/{instance_id}/suspend?reason=pause").status == 202
     r = status(host, instance_id)
     assert r.status == 202 and r.json()["runtimeStatus"] == "Suspended"
-    assert_error(host.request("POST", f"{W}/instances/{instance_id}/suspend"), 409)
+    # suspending twice: Azure's webhook answers 500 (the client's InvalidOperationException)
+    r = host.request("POST", f"{W}/instances/{instance_id}/suspend")
+    assert r.status == 500 and "Suspended state" in r.json()["ExceptionMessage"]
     r = host.request("POST", f"{W}/instances/{instance_id}/raiseEvent/Go", json.dumps("Lima"), JSON)
     assert r.status == 202
-    time.sleep(0.5)
-    doc = status(host, instance_id).json()
-    assert doc["runtimeStatus"] == "Suspended" and doc["output"] is None
     assert host.request("POST", f"{W}/instances/{instance_id}/resume?reason=go").status == 202
     doc = finished(host, instance_id)
     assert doc["runtimeStatus"] == "Completed" and doc["output"] == "Hello Lima!"
     names = kinds(doc)
+    # the event raised while suspended was consumed only after the resume
     assert names.index("ExecutionSuspended") < names.index("ExecutionResumed") \
-        < names.index("TaskCompleted")
+        < names.index("EventRaised") < names.index("TaskCompleted")
     assert_error(host.request("POST", f"{W}/instances/{instance_id}/resume"), 410)
     assert_error(host.request("POST", f"{W}/instances/{instance_id}/suspend"), 410)
 
@@ -413,7 +421,8 @@ def test_suspend_and_resume(host):
 def test_resume_when_running_is_refused(host):
     instance_id = started(host, "long_wait")
     wait_for_status(host, instance_id, ("Running",))
-    assert_error(host.request("POST", f"{W}/instances/{instance_id}/resume"), 409)
+    r = host.request("POST", f"{W}/instances/{instance_id}/resume")
+    assert r.status == 500 and "Running state" in r.json()["ExceptionMessage"]
     assert status(host, instance_id).json()["runtimeStatus"] == "Running"
     assert_error(host.request("POST", f"{W}/instances/{uid('ghost')}/suspend"), 404)
     assert_error(host.request("POST", f"{W}/instances/{instance_id}/explode"), 404)
@@ -424,10 +433,16 @@ def test_suspended_timer_fires_after_resume(host):
     instance_id = started(host, "approval", body="0.8")
     wait_for_status(host, instance_id, ("Running",))
     assert host.request("POST", f"{W}/instances/{instance_id}/suspend").status == 202
-    time.sleep(1.0)  # the timer is due while suspended
-    assert status(host, instance_id).json()["runtimeStatus"] == "Suspended"
+    fire_at = next(e["FireAt"] for e in status(host, instance_id, HISTORY).json()["historyEvents"]
+                   if e["EventType"] == "TimerCreated")
+    due = datetime.fromisoformat(fire_at[:26]).replace(tzinfo=timezone.utc)
+    while datetime.now(timezone.utc) <= due:  # let the timer fall due while suspended
+        time.sleep(0.05)
     assert host.request("POST", f"{W}/instances/{instance_id}/resume").status == 202
-    assert finished(host, instance_id)["output"] == "timed out"
+    doc = finished(host, instance_id)
+    assert doc["output"] == "timed out"
+    names = kinds(doc)
+    assert names.index("ExecutionResumed") < names.index("TimerFired")  # fired after resume
 
 
 # -- rewind ------------------------------------------------------------------------------------
@@ -615,10 +630,8 @@ def test_function_timeout_applies_to_activities(devhost_factory):
     assert slow_async.startswith("Activity function 'sleepy_async' failed: TimeoutError")
     failed = [e for e in doc["historyEvents"] if e["EventType"] == "TaskFailed"]
     assert len(failed) == 2
-    for e in failed:  # gave up after about 0.5 s, not after the 2 s the activity wanted
-        took = (datetime.fromisoformat(e["Timestamp"][:26]) -
-                datetime.fromisoformat(e["ScheduledTime"][:26])).total_seconds()
-        assert 0.4 <= took < 1.8, took
+    # a TimeoutError is raised only by the functionTimeout expiring (the activities themselves
+    # never raise); how long it took is the machine's business, not the test's
 
 
 # -- keys --------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ end-to-end tests talk to devhost over HTTP with the fake OpenAI-compatible serve
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -334,9 +333,11 @@ def test_changed_ttl_settings_reach_the_running_reaper(llm, tmp_path):
     host = DevhostProcess(ROOT, db, app_env(llm, THREAD_TTL_HOURS="1000",
                                             THREAD_TTL_CHECK_SECONDS="3600"))
     host.start()
-    old = new_thread(host, "kept for a thousand hours")
-    wait_until(lambda: reaper_status(host).get("settings", {}).get("ttl_seconds") == 3.6e6)
-    host.kill()
+    try:
+        old = new_thread(host, "kept for a thousand hours")
+        wait_until(lambda: reaper_status(host).get("settings", {}).get("ttl_seconds") == 3.6e6)
+    finally:
+        host.kill()
     host = DevhostProcess(ROOT, db, app_env(llm, THREAD_TTL_HOURS=str(1 / 3600),
                                             THREAD_TTL_CHECK_SECONDS="0.3"), port=host.port)
     host.start()
@@ -365,5 +366,82 @@ def test_finished_turn_histories_are_purged_after_the_retention(llm, tmp_path):
         assert [m["content"] for m in doc["messages"] if m["role"] == "user"] == ["one", "two"]
         assert reaper_status(host)["turn_histories_purged"] >= 0
         assert host.request("GET", f"{W}/instances/thread-reaper").status in (200, 202)
+    finally:
+        host.kill()
+
+
+# -- Proof: SIGKILLs under 8 concurrent threads with keys derived from their thread ids ---------
+
+@pytest.mark.timeout(600)
+def test_sigkills_under_concurrent_threads_with_thread_derived_keys_leave_every_thread_intact(
+        llm, tmp_path):
+    threads, messages, kill_at = 8, 20, (12, 30, 50, 70, 90, 110, 130)
+    db = tmp_path / "kills.sqlite"
+    host = DevhostProcess(ROOT, db, app_env(llm))
+    host.start()
+    port = host.port
+    done = []                      # (thread index, message index) as each reply arrives
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def send(path: str, text: str, key: str):
+        """POST until 200, retrying what a crash causes (refused or cut connections, 5xx, a
+        202 of a turn that outlived the wait); anything else is a bug."""
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                r = DevhostProcess.request(host, "POST", path, text,
+                                           {**TEXT, "Idempotency-Key": key}, timeout=30)
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if r.status == 200:
+                return r
+            if r.status not in (202, 500, 502, 503):
+                failures.append(f"{key}: {r}")
+                return r
+            time.sleep(0.1)
+        failures.append(f"{key}: no answer")
+
+    def client(i: int):
+        first = send(RUN, f"t{i} m0", f"client-{i}-{uuid.uuid4().hex}-m0")
+        thread_id = first.headers["x-ms-thread-id"]
+        with lock:
+            done.append((i, 0))
+        for n in range(1, messages):
+            send(f"{RUN}?thread_id={urllib.parse.quote(thread_id)}", f"t{i} m{n}",
+                 f"{thread_id}-m{n}")
+            with lock:
+                done.append((i, n))
+        return thread_id
+
+    kills = 0
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(client, i) for i in range(threads)]
+            for threshold in kill_at:
+                while len(done) < threshold and not all(f.done() for f in futures):
+                    time.sleep(0.01)
+                if all(f.done() for f in futures):
+                    break
+                host.kill()
+                kills += 1
+                host.proc = None
+                restarted = DevhostProcess(ROOT, db, app_env(llm), port=port)
+                restarted.start()
+                host.proc = restarted.proc  # the clients keep using `host` (same port)
+            ids = [f.result() for f in futures]
+        assert not failures, failures[:5]
+        assert kills >= 6, kills
+        for i, thread_id in enumerate(ids):
+            doc = host.request("GET", f"{THREADS}/{thread_id}").json()
+            users = [m["content"] for m in doc["messages"] if m["role"] == "user"]
+            assert users == [f"t{i} m{n}" for n in range(messages)], (i, users)
+            replies = [m["content"] for m in doc["messages"] if m["role"] == "assistant"]
+            assert [r.split(" [")[0] for r in replies] == [f"echo: t{i} m{n}"
+                                                             for n in range(messages)]
+            assert doc["message_count"] == 2 * messages and doc["in_progress"] is None
+            key = thread_id.rsplit("@", 1)[1]
+            assert len(instances(host, f"turn-{key}-")) == messages  # one turn per message
     finally:
         host.kill()

@@ -1,4 +1,4 @@
-"""host.json functionTimeout applies to activities (sync and async)."""
+"""host.json functionTimeout applies to every function: activities (sync and async), HTTP."""
 import asyncio
 import time
 
@@ -30,3 +30,10 @@ def naps(context: df.DurableOrchestrationContext):
             except Exception as exc:
                 results.append(str(exc).split("\n")[0].rstrip())
     return results
+
+
+@app.route(route="nap/{seconds}", methods=["GET"])
+async def nap_http(req: func.HttpRequest) -> str:
+    """functionTimeout bounds HTTP functions too (the invoker applies it to every trigger)."""
+    await asyncio.sleep(float(req.route_params["seconds"]))
+    return "rested"
