@@ -165,13 +165,6 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
     {call_id: decision}; `decided` (the turn's custom status list) grows as decisions come."""
     if not calls:
         return {}
-    # to the live stream first: durable tasks created before an activity is awaited can be
-    # matched against its result on replay
-    yield context.call_activity(PUBLISH_ACTIVITY, {"turn_id": turn["turn_id"], "events": [
-        {"kind": "approval_pending", "data": {"id": c["id"], "tool": c["name"],
-                                              "arguments": c["parsed"],
-                                              "approve_url": approval_path(agent, turn, c["id"])}}
-        for c in calls]})
     timeout = float(setting(agent, "approval_timeout_seconds"))
     deadline = context.current_utc_datetime + timedelta(seconds=timeout)
     events = {c["id"]: context.wait_for_external_event(APPROVAL_EVENT.format(call_id=c["id"]))
@@ -188,6 +181,12 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
             "decided": decided})
 
     publish()
+    # the live stream hears of the calls once the turn accepts decisions for them
+    yield context.call_activity(PUBLISH_ACTIVITY, {"turn_id": turn["turn_id"], "events": [
+        {"kind": "approval_pending", "data": {"id": c["id"], "tool": c["name"],
+                                              "arguments": c["parsed"],
+                                              "approve_url": approval_path(agent, turn, c["id"])}}
+        for c in calls]})
     while len(decisions) < len(calls):
         waiting = [events[c["id"]] for c in calls if c["id"] not in decisions]
         winner = yield context.task_any(waiting + [timer])
