@@ -7,10 +7,9 @@
 
 Events: `turn` (ids), `attempt` (a model attempt starts: discard that step's text so far),
 `delta` (text), `tool_call`, `tool_result`, `approval_pending`, then one `done` (the result
-document) or `error` (the error document). The durable status stays the truth: a turn that
-ended without writing its closing event (terminated, or the journal was down) is settled from it
-by whichever reader notices, once (`finish()` is idempotent); a turn whose journal has expired
-answers its closing event alone.
+document) or `error` (the error document, as the plain call answers it). The closing event comes
+from the durable status, the truth: the reader that sees the turn end writes it, once
+(`finish()` is idempotent); a turn whose journal has expired answers its closing event alone.
 """
 from __future__ import annotations
 
@@ -29,6 +28,7 @@ from .web import fastapi_route
 
 bp = df.Blueprint()
 DEFAULT_HEARTBEAT_SECONDS = 15.0
+FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.02, 1.0
 
 
 def closing_event(status) -> tuple[str, dict] | None:
@@ -40,23 +40,43 @@ def closing_event(status) -> tuple[str, dict] | None:
 
 
 async def turn_events(client, turn_id: str, instance_id: str, after):
-    """sse_stream over the journal, settled from the durable status when the turn has ended."""
+    """The SSE frames of one turn: replay after `after`, follow live, end after the closing
+    event. Whenever the journal is idle the reader asks the durable status whether the turn has
+    ended (every 20 ms at first, backing off to 1 s); the first reader to see it writes the
+    closing event with the idempotent finish(), so every reader gets exactly one. A comment
+    heartbeat goes out after STREAM_HEARTBEAT_SECONDS without a frame."""
     j = journal.journal()
-    closing = closing_event(await client.get_status(instance_id))
-    if closing and not await asyncio.to_thread(j.finished, turn_id):
-        if not await asyncio.to_thread(j.read, turn_id):  # expired (or never journaled)
-            yield journal.HEARTBEAT
-            yield journal.sse_event(journal.Event(1, *closing))
-            return
-        await asyncio.to_thread(j.finish, turn_id, *closing)
-
-    async def settle():
-        return closing_event(await client.get_status(instance_id))
-
+    loop = asyncio.get_running_loop()
     heartbeat = settings.number("STREAM_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS, 0.05)
-    async for frame in journal.sse_stream(j, turn_id, after, heartbeat_seconds=heartbeat,
-                                          settle=settle):
-        yield frame
+    after = 0 if after is None else int(after)
+    closing = closing_event(await client.get_status(instance_id))
+    if closing and not await asyncio.to_thread(j.finished, turn_id) \
+            and not await asyncio.to_thread(j.read, turn_id):
+        # expired after retention (or never journaled): the durable result alone
+        yield journal.HEARTBEAT
+        yield journal.sse_event(journal.Event(1, *closing))
+        return
+    yield journal.HEARTBEAT  # at once: the response head reaches the client
+    quiet_since, delay = loop.time(), FIRST_POLL_SECONDS
+    while True:
+        events = await j.wait_async(turn_id, after, delay)
+        for event in events:
+            yield journal.sse_event(event)
+            after = event.id
+        if events:
+            quiet_since, delay = loop.time(), FIRST_POLL_SECONDS
+            continue
+        if await asyncio.to_thread(j.finished, turn_id):
+            return
+        if closing is None:
+            closing = closing_event(await client.get_status(instance_id))
+        if closing:
+            await asyncio.to_thread(j.finish, turn_id, *closing)  # idempotent
+            continue
+        if loop.time() - quiet_since >= heartbeat:
+            yield journal.HEARTBEAT
+            quiet_since = loop.time()
+        delay = min(delay * 1.5, MAX_POLL_SECONDS)
 
 
 def event_stream(client, turn_id: str, instance_id: str, after, headers: dict):

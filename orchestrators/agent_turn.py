@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import azure.durable_functions as df
 
 from activities.errors import parse_error_text
-from activities.stream import FINISH_ACTIVITY, PUBLISH_ACTIVITY
+from activities.stream import PUBLISH_ACTIVITY
 from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
 from core.agents import find_agent
@@ -354,14 +354,6 @@ def call_summary(calls: list[dict]) -> list[dict]:
 
 # -- the turn --------------------------------------------------------------------------------
 
-def finish_stream(context: df.DurableOrchestrationContext, turn: dict, closing: dict):
-    """Close the turn's live stream (`done` or `error`, activities/stream.py); a failure here
-    is not the turn's: SSE readers settle the stream from the durable status instead."""
-    try:
-        yield context.call_activity(FINISH_ACTIVITY, {"turn_id": turn["turn_id"], **closing})
-    except Exception:  # noqa: BLE001
-        pass
-
 
 @bp.orchestration_trigger(context_name="context")
 def agent_turn(context: df.DurableOrchestrationContext):
@@ -381,23 +373,20 @@ def agent_turn(context: df.DurableOrchestrationContext):
         return None
     if grant.get("done"):  # a late repeat of a turn already stored: never run it again
         done = grant["done"]
-        result = {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
+        return {"thread_id": turn["thread_id"], "turn_id": turn["turn_id"],
                 "instance_id": context.instance_id, "reply": done["reply"],
                 "usage": done["usage"], "model": done["model"], "finish_reason": None,
                 "provider": None, "durations_ms": done["durations"], "context_messages": None,
                 "thread_messages": done["message_count"], "tool_calls": done.get("tool_calls")
                 or [], "steps": None, "output": done.get("output"), "repeated": True}
-        yield from finish_stream(context, turn, {"result": result})
-        return result
     history = grant["history"]
     try:
         answer, produced, calls, steps, usage = yield from run_steps(context, agent, turn, history)
-    except TurnFailed as failed:
+    except TurnFailed:
         if turn["new_thread"]:  # the thread exists (empty): list it, so TTL clean-up sees it.
             # Signalled before the release: actions of the episode that fails are not sent.
             index_thread(context, agent, turn, context.current_utc_datetime, 0)
         yield from hand_off(context, thread, turn["turn_id"], "release")
-        yield from finish_stream(context, turn, {"failure": str(failed)})
         raise
 
     completed = context.current_utc_datetime
@@ -420,7 +409,6 @@ def agent_turn(context: df.DurableOrchestrationContext):
               "steps": steps}
     if "output" in answer:
         result["output"] = answer["output"]
-    yield from finish_stream(context, turn, {"result": result})
     return result
 
 
