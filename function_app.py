@@ -3,6 +3,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.llm import bp as llm_activity
+from activities.stream import bp as stream_activities
 from activities.tools import bp as tool_activities
 from activities.turns import bp as turn_activities
 from api.approvals import bp as approvals_api
@@ -10,6 +11,7 @@ from api.health import bp as health_api
 from api.mcp import bp as mcp_tools
 from api.openapi import bp as openapi_api
 from api.run import bp as run_api
+from api.stream import bp as stream_api
 from api.threads import bp as thread_api
 from api.workflows import bp as workflow_api
 from entities.thread import bp as thread_entities
@@ -22,5 +24,5 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (run_api, thread_api, health_api, openapi_api, turn_orchestrators,
                   llm_activity, tool_activities, turn_activities, thread_entities,
                   thread_index_entity, housekeeping_orchestrators, approvals_api,
-                  workflow_api, workflow_orchestrators, mcp_tools):
+                  workflow_api, workflow_orchestrators, mcp_tools, stream_api, stream_activities):
     app.register_functions(blueprint)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Callable
 
@@ -304,10 +305,80 @@ def call_llm_impl(request: dict, *, on_delta: Callable[[str], None] | None = Non
     return answer
 
 
+class StepStream:
+    """The live view of one model step in the stream journal (core.journal).
+
+    Every execution of the activity opens with an ``attempt`` event (``attempt`` 1 the first
+    time; a Durable retry of the activity is a further attempt of the same step), each further
+    in-activity attempt announces itself the same way, and the text arrives as ``delta`` events.
+    A reader discards the step's text whenever an ``attempt`` event for it arrives, so a retried
+    attempt is visible and never a garbled concatenation. One writer thread publishes in order;
+    pieces that arrive while a write is in flight are merged into one ``delta``, so a slow
+    journal (Table storage) never holds the model's stream back.
+    """
+
+    def __init__(self, turn_id: str, step) -> None:
+        from core import journal
+        self.journal, self.turn_id, self.step = journal, turn_id, step
+        self.queue: list[list] = []  # [kind, data]; the last delta grows while it waits
+        self.closed = False
+        self.ready = threading.Condition()
+        self.writer = threading.Thread(target=self._write, name=f"stream-{turn_id}", daemon=True)
+
+    def __enter__(self) -> "StepStream":
+        earlier = 0
+        try:
+            earlier = sum(1 for e in self.journal.journal().read(self.turn_id)
+                          if e.kind == "attempt" and (e.data or {}).get("step") == self.step)
+        except Exception:  # noqa: BLE001 - the journal is a live view; never fail the model call
+            log.warning("stream journal: could not read turn %s", self.turn_id, exc_info=True)
+        self._put("attempt", {"step": self.step, "attempt": earlier + 1,
+                              "reason": "start" if not earlier else "the activity ran again"})
+        self.writer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
+        self.writer.join(30)  # every delta is written before the turn can publish `done`
+
+    def delta(self, text: str) -> None:
+        with self.ready:
+            if self.queue and self.queue[-1][0] == "delta":
+                self.queue[-1][1]["text"] += text
+            else:
+                self.queue.append(["delta", {"step": self.step, "text": text}])
+            self.ready.notify()
+
+    def restart(self, attempt: int, reason: str) -> None:
+        self._put("attempt", {"step": self.step, "attempt": attempt, "reason": reason})
+
+    def _put(self, kind: str, data: dict) -> None:
+        with self.ready:
+            self.queue.append([kind, data])
+            self.ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self.ready:
+                while not self.queue and not self.closed:
+                    self.ready.wait()
+                if not self.queue:
+                    return
+                kind, data = self.queue.pop(0)
+            self.journal.publish(self.turn_id, kind, data)
+
+
 @bp.activity_trigger(input_name="request")
 def call_llm(request: dict) -> dict:
-    """Durable activity ``call_llm`` (see ``call_llm_impl`` for the contract)."""
-    return call_llm_impl(request)
+    """Durable activity ``call_llm`` (see ``call_llm_impl`` for the contract); with a
+    ``turn_id`` it streams from the provider into the turn's stream journal."""
+    turn_id = str(request.get("turn_id") or "") if isinstance(request, dict) else ""
+    if not turn_id:
+        return call_llm_impl(request)
+    with StepStream(turn_id, request.get("step")) as live:
+        return call_llm_impl(request, on_delta=live.delta, on_restart=live.restart)
 
 
 __all__ = ["bp", "call_llm", "call_llm_impl", "run_with_retries", "retry_settings"]

@@ -23,6 +23,7 @@ import time
 
 import azure.durable_functions as df
 
+from core import journal
 from core import tools as registry
 
 from .errors import ToolError
@@ -85,9 +86,29 @@ async def run_tool(name: str, call) -> object:
     return result
 
 
+async def run_tool_live(name: str, call) -> object:
+    """run_tool, with the call and its outcome published to the turn's stream journal
+    (`tool_call`, then `tool_result`; a retried call repeats both under the same id)."""
+    turn_id = str(call.get("turn_id") or "") if isinstance(call, dict) else ""
+    if not turn_id:
+        return await run_tool(name, call)
+    call_id = str(call.get("call_id") or "")
+    await asyncio.to_thread(journal.publish, turn_id, "tool_call", {
+        "id": call_id, "name": name, "arguments": call.get("arguments")})
+    try:
+        result = await run_tool(name, call)
+    except Exception as exc:
+        await asyncio.to_thread(journal.publish, turn_id, "tool_result", {
+            "id": call_id, "ok": False, "error": str(exc)})
+        raise
+    await asyncio.to_thread(journal.publish, turn_id, "tool_result", {
+        "id": call_id, "ok": True, "result": result})
+    return result
+
+
 def _register(name: str) -> None:
     async def handler(call: dict):  # annotated like call_llm: the worker checks trigger params
-        return await run_tool(name, call)
+        return await run_tool_live(name, call)
 
     handler.__name__ = handler.__qualname__ = name
     handler.__doc__ = f"Durable activity running the tool '{name}' (see activities.tools)."

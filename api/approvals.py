@@ -22,6 +22,7 @@ from .common import (agent_or_404, json_response, problem_response, runtime_stat
                      thread_key_or_error, waiting_for_approval)
 from .run import turn_instance_id
 from .turn_request import Problem
+from .web import fastapi_route
 
 bp = df.Blueprint()
 RECORD_WAIT_SECONDS = 10.0
@@ -82,6 +83,7 @@ def conflict(decision: dict) -> Problem:
 @bp.route(route="agents/{name}/threads/{thread_id}/turns/{turn_id}/approvals/{call_id}",
           methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@fastapi_route
 async def http_decide(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
         agent = agent_or_404(req)

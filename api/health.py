@@ -8,10 +8,13 @@ import azure.functions as func
 from activities.providers import describe_provider
 from core.agents import load_catalogue
 
+from .web import fastapi_route
+
 bp = func.Blueprint()
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@fastapi_route
 def http_health(req: func.HttpRequest) -> func.HttpResponse:
     body = {"status": "ok", "agents": [a.name for a in load_catalogue().values()],
             "provider": describe_provider()}

@@ -5,6 +5,8 @@ import json
 
 import azure.functions as func
 
+from .web import fastapi_route
+
 bp = func.Blueprint()
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -55,6 +57,10 @@ PENDING = {"type": "array", "items": {"type": "object", "required": ["id", "tool
                                                      "approve_url": {"type": "string"}}}}
 TURN_ID = {"name": "turn_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
+STREAM_EVENTS = ("With Accept: text/event-stream: Server-Sent Events, each with an id: turn, "
+                 "attempt, delta, tool_call, tool_result, approval_pending, then done (the "
+                 "result document) or error (the error document); ': keep-alive' comments")
+
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {"title": "Durable agents", "version": "1.0.0",
@@ -92,7 +98,9 @@ DOCUMENT = {
                         "headers": {"x-ms-thread-id": {"schema": {"type": "string"}},
                                     "x-ms-turn-id": {"schema": {"type": "string"}}},
                         "content": {"text/plain": {"schema": {"type": "string"}},
-                                    "application/json": {"schema": TURN_RESULT}}},
+                                    "application/json": {"schema": TURN_RESULT},
+                                    "text/event-stream": {"schema": {
+                                        "type": "string", "description": STREAM_EVENTS}}}},
                 "202": _json({"$ref": "#/components/schemas/CheckStatus"},
                              "Still running: poll statusQueryGetUri; a turn waiting for "
                              "approval adds status, thread_id, turn_id and pending"),
@@ -128,6 +136,18 @@ DOCUMENT = {
             "responses": {"200": _json({"type": "object", "required": ["status", "turn_id"],
                                         "properties": {"pending": PENDING}},
                                        "The turn"), **_errors(400, 404)}}},
+        "/api/agents/{name}/threads/{thread_id}/turns/{turn_id}/stream": {"get": {
+            "summary": "The turn's events as Server-Sent Events: replay after an id, then live",
+            "parameters": [NAME, THREAD, TURN_ID,
+                           {"name": "Last-Event-ID", "in": "header",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+                            "description": "Replay the events after this id"},
+                           {"name": "after", "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "Same as Last-Event-ID (the header wins)"}],
+            "responses": {"200": {"description": STREAM_EVENTS, "content": {
+                "text/event-stream": {"schema": {"type": "string"}}}},
+                **_errors(400, 404)}}},
         "/api/agents/{name}/threads/{thread_id}/turns/{turn_id}/approvals/{call_id}": {"post": {
             "summary": "Approve or deny a tool call that waits for a person",
             "parameters": [NAME, THREAD, TURN_ID,
@@ -176,5 +196,6 @@ DOCUMENT = {
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@fastapi_route
 def http_openapi(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(DOCUMENT), mimetype="application/json")

@@ -7,6 +7,7 @@ An `Idempotency-Key` header makes a repeated POST return the first one's turn.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -16,6 +17,7 @@ import azure.functions as func
 
 from activities.errors import parse_error_text
 from core import settings
+from core.journal import publish
 from core.threads import format_thread_id, new_thread_key
 from orchestrators.agent_turn import TURN_ORCHESTRATOR
 from orchestrators.housekeeping import ensure_housekeeping
@@ -24,11 +26,21 @@ from .common import (absolute, agent_or_404, json_response, problem_response, re
                      runtime_status, thread_key_or_error, wait_for_instance,
                      waiting_for_approval)
 from .turn_request import Problem, TurnRequest, parse_idempotency_key, parse_run_request
+from .web import check_status_response, fastapi_route
 
 bp = df.Blueprint()
 DEFAULT_WAIT_SECONDS = 30.0
 FAILURE_PREFIX = f"Orchestrator function '{TURN_ORCHESTRATOR}' failed: "
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6a1d3c52-4e0e-4a43-9a55-6b1d2b0c7a11")
+
+
+def wants_event_stream(req: func.HttpRequest) -> bool:
+    return "text/event-stream" in (req.headers.get("Accept") or "").lower()
+
+
+def event_stream(*args):
+    from .stream import event_stream as respond  # api.stream builds on this module
+    return respond(*args)
 
 
 def turn_wait_seconds() -> float:
@@ -73,25 +85,31 @@ def failure(output: object) -> Problem:
     return Problem(status, kind, message)
 
 
+def ended_problem(status) -> Problem | None:
+    """The error a failed, terminated or canceled turn answers with; None otherwise."""
+    runtime = runtime_status(status)
+    if runtime == "Failed":
+        return failure(status.output)
+    if runtime in ("Terminated", "Canceled"):
+        return Problem(409, "turn_terminated", f"the turn was {runtime.lower()}: {status.output}")
+    return None
+
+
 def pending_list(req: func.HttpRequest, waiting: dict) -> list[dict]:
     return [{**call, "approve_url": absolute(req, call["approve_url"])}
             for call in waiting.get("pending", [])]
 
 
 def accepted_response(client, req: func.HttpRequest, instance_id: str, headers: dict,
-                      waiting: dict | None = None) -> func.HttpResponse:
+                      waiting: dict | None = None):
     """202 with the standard status URLs; a turn waiting for approval also lists its
     pending calls and the URL to decide each."""
-    check = client.create_check_status_response(req, instance_id)
-    merged = {k: v for k, v in check.headers.items()}
-    merged.update(headers)
-    body = json.loads(check.get_body())
+    extra = None
     if waiting:
-        body.update({"status": "waiting_for_approval", "thread_id": headers["x-ms-thread-id"],
-                     "turn_id": headers["x-ms-turn-id"], "pending": pending_list(req, waiting),
-                     "expires_at": waiting.get("expires_at")})
-    return func.HttpResponse(json.dumps(body), status_code=202, mimetype="application/json",
-                             headers=merged)
+        extra = {"status": "waiting_for_approval", "thread_id": headers["x-ms-thread-id"],
+                 "turn_id": headers["x-ms-turn-id"], "pending": pending_list(req, waiting),
+                 "expires_at": waiting.get("expires_at")}
+    return check_status_response(client, req, instance_id, headers, extra)
 
 
 def stored_input(status) -> dict:
@@ -123,6 +141,7 @@ async def start_turn(client, instance_id: str, turn_input: dict, replayable: boo
 
 @bp.route(route="agents/{name}/run", methods=None, auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@fastapi_route
 async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
         agent = agent_or_404(req)
@@ -138,6 +157,12 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
                       "message": turn.message, "turn_id": turn_id, "new_thread": is_new}
         if turn.response_format is not None:
             turn_input["response_format"] = turn.response_format
+        streamed = wants_event_stream(req)
+        if streamed and not (key and runtime_status(await client.get_status(instance_id))):
+            # event 1 of the stream, ahead of anything the turn itself publishes
+            await asyncio.to_thread(publish, turn_id, "turn", {
+                "thread_id": thread_id, "turn_id": turn_id, "instance_id": instance_id,
+                "agent": agent.name})
         await start_turn(client, instance_id, turn_input, key is not None)
     except Problem as problem:
         return problem_response(problem)
@@ -146,17 +171,15 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
         await ensure_housekeeping(client)
     except Exception:  # the clean-up must never cost a user their turn; retried next request
         logging.getLogger(__name__).exception("could not start the thread clean-up")
+    if streamed:
+        return event_stream(client, turn_id, instance_id, None, headers)
     if not turn.wait:
         return accepted_response(client, req, instance_id, headers)
     status = await wait_for_instance(client, instance_id, turn_wait_seconds(),
                                      stop_when_waiting=True)
-    runtime = runtime_status(status)
-    if runtime == "Completed":
+    if runtime_status(status) == "Completed":
         return completed_response(status.output, turn, headers)
-    if runtime == "Failed":
-        return problem_response(failure(status.output), headers)
-    if runtime in ("Terminated", "Canceled"):
-        return problem_response(Problem(409, "turn_terminated",
-                                        f"the turn was {runtime.lower()}: {status.output}"),
-                                headers)
+    ended = ended_problem(status)
+    if ended:
+        return problem_response(ended, headers)
     return accepted_response(client, req, instance_id, headers, waiting_for_approval(status))

@@ -26,6 +26,7 @@ from .common import (agent_or_404, json_response, problem_response, read_thread,
                      waiting_for_approval)
 from .run import failure, pending_list, turn_instance_id
 from .turn_request import Problem
+from .web import fastapi_route
 
 bp = df.Blueprint()
 MAX_PAGE = 100
@@ -71,6 +72,7 @@ def thread_document(state: dict, all_messages: list[dict]) -> dict:
 
 
 @bp.route(route="agents", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@fastapi_route
 def http_list_agents(req: func.HttpRequest) -> func.HttpResponse:
     agents = []
     for agent in load_catalogue().values():
@@ -97,6 +99,7 @@ async def all_threads(client, agent) -> list[dict]:
 
 @bp.route(route="agents/{name}/threads", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@fastapi_route
 async def http_list_threads(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
         agent = agent_or_404(req)
@@ -114,6 +117,7 @@ async def http_list_threads(req: func.HttpRequest, client: df.DurableOrchestrati
 @bp.route(route="agents/{name}/threads/{thread_id}", methods=["GET", "DELETE"],
           auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@fastapi_route
 async def http_thread(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
         agent = agent_or_404(req)
@@ -143,6 +147,7 @@ async def delete_thread(client, agent, key: str) -> func.HttpResponse:
 @bp.route(route="agents/{name}/threads/{thread_id}/turns/{turn_id}", methods=["GET"],
           auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@fastapi_route
 async def http_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
         agent = agent_or_404(req)

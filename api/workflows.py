@@ -19,6 +19,7 @@ from orchestrators.workflows import WORKFLOWS, find_workflow
 from .common import json_response, problem_response, runtime_status, wait_for_instance
 from .run import accepted_response, turn_wait_seconds
 from .turn_request import Problem, max_message_bytes
+from .web import fastapi_route
 
 bp = df.Blueprint()
 FAILED_STEP = re.compile(r"agent '([^']+)' failed: (\[[a-z_]+:\d{3}\].*)", re.S)
@@ -31,6 +32,7 @@ def describe(workflow) -> dict:
 
 
 @bp.route(route="workflows", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@fastapi_route
 def http_list_workflows(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"workflows": [describe(w) for w in WORKFLOWS.values()]})
 
@@ -84,6 +86,7 @@ def failed_response(workflow, output: object, headers: dict) -> func.HttpRespons
 
 @bp.route(route="workflows/{name}/run", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
+@fastapi_route
 async def http_run_workflow(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
         name = req.route_params.get("name", "")

@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 DEFAULT_RETENTION_SECONDS = 3600.0
+# A turn nobody finished (terminated, or its host died before publishing the end) is deleted once
+# it has had no event for this long. Longer than any approval wait: deleting a live turn would
+# restart its ids at 1.
+DEFAULT_ABANDON_SECONDS = 7 * 86400.0
 DEFAULT_TABLE = "streamjournal"
 BACKENDS = ("sqlite", "table")
 
@@ -109,6 +113,9 @@ class _Wakeup:
                     del self._async[turn_id]
 
 
+_WAKEUP = _Wakeup()  # one per process: every journal client here wakes every waiter here
+
+
 class Journal:
     """Shared behaviour; a backend implements _append, _read, _finish, _finished, _expire."""
 
@@ -116,10 +123,12 @@ class Journal:
     expire_every_seconds = 60.0
 
     def __init__(self, retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 abandon_seconds: float = DEFAULT_ABANDON_SECONDS) -> None:
         self.retention_seconds = float(retention_seconds)
+        self.abandon_seconds = float(abandon_seconds)
         self.clock = clock
-        self._wakeup = _Wakeup()
+        self._wakeup = _WAKEUP
         self._last_expiry: float | None = None
 
     # -- the contract ----------------------------------------------------------------------
@@ -155,17 +164,22 @@ class Journal:
             log.warning("stream journal: expiring old turns failed", exc_info=True)
 
     def expire(self) -> int:
-        """Delete turns finished more than `retention_seconds` ago; returns how many."""
-        return self._expire(self.clock() - self.retention_seconds)
+        """Delete turns finished more than `retention_seconds` ago, and unfinished turns without
+        an event for `abandon_seconds`; returns how many turns were deleted."""
+        now = self.clock()
+        return self._expire(now - self.retention_seconds, now - self.abandon_seconds)
 
     def wait(self, turn_id: str, after=None, timeout: float = 15.0) -> list[Event]:
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            finished = self.finished(turn_id)  # before read(): a finished turn's read is complete
             events = self.read(turn_id, after)
-            remaining = deadline - time.monotonic()
-            if events or finished or remaining <= 0:
+            if events:
                 return events
+            if self.finished(turn_id):  # read again: the closing event may have just landed
+                return self.read(turn_id, after)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
             self._wakeup.sleep(min(self.poll_seconds, remaining))
 
     async def wait_async(self, turn_id: str, after=None, timeout: float = 15.0) -> list[Event]:
@@ -178,11 +192,14 @@ class Journal:
             deadline = loop.time() + max(0.0, timeout)
             while True:
                 woken.clear()
-                finished = await asyncio.to_thread(self.finished, turn_id)
                 events = await asyncio.to_thread(self.read, turn_id, after)
-                remaining = deadline - loop.time()
-                if events or finished or remaining <= 0:
+                if events:
                     return events
+                if await asyncio.to_thread(self.finished, turn_id):
+                    return await asyncio.to_thread(self.read, turn_id, after)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
                 try:
                     await asyncio.wait_for(woken.wait(), min(self.poll_seconds, remaining))
                 except asyncio.TimeoutError:
@@ -200,7 +217,8 @@ CREATE TABLE IF NOT EXISTS journal_turns (
     turn_id     TEXT PRIMARY KEY,
     last_id     INTEGER NOT NULL,
     closing_id  INTEGER,
-    finished_at REAL
+    finished_at REAL,
+    touched_at  REAL
 );
 CREATE INDEX IF NOT EXISTS journal_turns_finished ON journal_turns (finished_at)
     WHERE finished_at IS NOT NULL;
@@ -228,7 +246,12 @@ class SqliteJournal(Journal):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._db().executescript(_SCHEMA)  # IF NOT EXISTS: safe when processes race to create
+        db = self._db()
+        db.executescript(_SCHEMA)  # IF NOT EXISTS: safe when processes race to create
+        if "touched_at" not in {row[1] for row in db.execute("PRAGMA table_info(journal_turns)")}:
+            with self._tx() as tx:  # a file made before abandoned turns expired
+                if "touched_at" not in {r[1] for r in tx.execute("PRAGMA table_info(journal_turns)")}:
+                    tx.execute("ALTER TABLE journal_turns ADD COLUMN touched_at REAL")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -262,14 +285,16 @@ class SqliteJournal(Journal):
         row = db.execute("SELECT last_id, closing_id FROM journal_turns WHERE turn_id = ?",
                          (turn_id,)).fetchone()
         if row is None:
-            db.execute("INSERT INTO journal_turns (turn_id, last_id) VALUES (?, 0)", (turn_id,))
+            db.execute("INSERT INTO journal_turns (turn_id, last_id, touched_at) VALUES (?, 0, ?)",
+                       (turn_id, self.clock()))
             return 1
         return row[0] + 1
 
     def _insert(self, db, turn_id: str, event_id: int, kind: str, data: str) -> None:
         db.execute("INSERT INTO journal_events (turn_id, id, kind, data, at) VALUES (?, ?, ?, ?, ?)",
                    (turn_id, event_id, kind, data, self.clock()))
-        db.execute("UPDATE journal_turns SET last_id = ? WHERE turn_id = ?", (event_id, turn_id))
+        db.execute("UPDATE journal_turns SET last_id = ?, touched_at = ? WHERE turn_id = ?",
+                   (event_id, self.clock(), turn_id))
 
     def _append(self, turn_id: str, kind: str, data: str) -> int:
         with self._tx() as db:
@@ -308,11 +333,12 @@ class SqliteJournal(Journal):
                        (closing_id, self.clock(), turn_id))
             return closing_id
 
-    def _expire(self, cutoff: float) -> int:
+    def _expire(self, cutoff: float, abandon_cutoff: float) -> int:
         with self._tx() as db:
             turns = [r[0] for r in db.execute(
-                "SELECT turn_id FROM journal_turns WHERE finished_at IS NOT NULL AND finished_at < ?",
-                (cutoff,))]
+                "SELECT turn_id FROM journal_turns WHERE (finished_at IS NOT NULL AND finished_at < ?)"
+                " OR (finished_at IS NULL AND touched_at IS NOT NULL AND touched_at < ?)",
+                (cutoff, abandon_cutoff))]
             for turn_id in turns:
                 db.execute("DELETE FROM journal_events WHERE turn_id = ?", (turn_id,))
                 db.execute("DELETE FROM journal_turns WHERE turn_id = ?", (turn_id,))
@@ -332,8 +358,17 @@ class SqliteJournal(Journal):
 # -- Azure Table storage ----------------------------------------------------------------------
 _META = "~meta"          # sorts after the zero-padded event row keys of its partition
 _EXPIRY = "~expiry"      # one partition indexing finished turns by finish time
+_STARTED = "~started"    # one partition indexing turns by their first event (abandon sweep)
 _CHUNK = 30_000          # characters per string property (Table storage allows 32K UTF-16)
 _MAX_CHUNKS = 30         # an entity holds at most 1 MiB
+
+
+class _Meta(dict):
+    """A `~meta` entity as this client wrote it, shaped like the SDK's (dict + .metadata)."""
+
+    def __init__(self, entity: dict, etag: str):
+        super().__init__(entity)
+        self.metadata = {"etag": etag}
 
 
 def _row_key(event_id: int) -> str:
@@ -346,16 +381,23 @@ class TableJournal(Journal):
     row with its ETag (If-Match) and insert the event, retried on conflict: ids stay contiguous
     with concurrent writers on any number of instances."""
 
-    poll_seconds = 0.5
+    poll_seconds = 0.2
 
     def __init__(self, table_client, **kwargs) -> None:
         super().__init__(**kwargs)
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
         self._table = table_client
+        # The meta row this client last wrote, per turn: a writer appending in a row skips the
+        # read; a stale copy fails its If-Match (412) and is re-read.
+        self._written: dict[str, _Meta] = {}
+        self._written_lock = threading.Lock()
         try:
             self._table.create_table()
         except ResourceExistsError:
             pass
+        except HttpResponseError as exc:  # Azure: the Bicep made it; the role covers entities
+            if exc.status_code != 403:
+                raise
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE, **kwargs):
@@ -401,7 +443,10 @@ class TableJournal(Journal):
         from azure.core.exceptions import HttpResponseError
         from azure.data.tables import TableTransactionError, UpdateMode
         for _ in range(50):
-            meta = self._meta(turn_id)
+            with self._written_lock:
+                meta = self._written.pop(turn_id, None)
+            if meta is None:
+                meta = self._meta(turn_id)
             ops, result = build(meta)
             if not ops:
                 return result
@@ -414,25 +459,40 @@ class TableJournal(Journal):
                 else:
                     batch.append(("create", entity))
             try:
-                self._table.submit_transaction(batch)
-                return result
+                answers = self._table.submit_transaction(batch)
             except (TableTransactionError, HttpResponseError) as exc:
-                if getattr(exc, "status_code", None) in (409, 412):
+                # 412: another writer moved on; 409: a racing create; 404: a remembered meta row
+                # was deleted by expiry. Each time the meta row is read again.
+                if getattr(exc, "status_code", None) in (404, 409, 412):
                     continue
                 raise
+            etag = (answers[0] or {}).get("etag") if answers else None
+            if etag:
+                with self._written_lock:
+                    if len(self._written) > 1000:  # many turns in one process: forget the oldest
+                        self._written.pop(next(iter(self._written)))
+                    self._written[turn_id] = _Meta(ops[0][1], etag)
+            return result
         raise RuntimeError(f"journal: too much contention appending to turn {turn_id!r}")
 
     def _append(self, turn_id: str, kind: str, data: str) -> int:
         at = self.clock()
+        created = [False]
 
         def build(meta):
             if meta is not None and meta.get("finished_at") is not None:
                 raise TurnFinished(f"turn {turn_id!r} is finished")
+            created[0] = meta is None
             event_id = (int(meta["last_id"]) if meta else 0) + 1
-            new_meta = {"PartitionKey": turn_id, "RowKey": _META, "last_id": event_id}
+            new_meta = {"PartitionKey": turn_id, "RowKey": _META, "last_id": event_id,
+                        "touched_at": at}
             return [("meta", new_meta),
                     ("event", self._event_entity(turn_id, event_id, kind, data, at))], event_id
-        return self._write(turn_id, build)
+        event_id = self._write(turn_id, build)
+        if created[0]:  # the turn's first event: index it so an abandoned turn can be found
+            self._table.upsert_entity({"PartitionKey": _STARTED,
+                                       "RowKey": f"{at:017.3f}|{turn_id}", "turn_id": turn_id})
+        return event_id
 
     def _read(self, turn_id: str, after: int):
         query = "PartitionKey eq @pk and RowKey gt @after and RowKey lt @meta"
@@ -446,9 +506,11 @@ class TableJournal(Journal):
 
     def _finish(self, turn_id: str, closing) -> int | None:
         at = self.clock()
+        finished_at = [at]
 
         def build(meta):
             if meta is not None and meta.get("finished_at") is not None:
+                finished_at[0] = float(meta["finished_at"])
                 return [], meta.get("closing_id")
             last = int(meta["last_id"]) if meta else 0
             new_meta = {"PartitionKey": turn_id, "RowKey": _META, "finished_at": at}
@@ -462,27 +524,47 @@ class TableJournal(Journal):
         closing_id = self._write(turn_id, build)
         # The expiry index lives in another partition (no cross-partition transactions): it is
         # (re)written on every finish() call, so a retried finish repairs a lost index row.
-        finished_at = float(self._meta(turn_id)["finished_at"])
         self._table.upsert_entity({"PartitionKey": _EXPIRY,
-                                   "RowKey": f"{finished_at:017.3f}|{turn_id}", "turn_id": turn_id})
+                                   "RowKey": f"{finished_at[0]:017.3f}|{turn_id}", "turn_id": turn_id})
         return closing_id
 
-    def _expire(self, cutoff: float) -> int:
-        from azure.core.exceptions import ResourceNotFoundError
-        due = list(self._table.query_entities(
+    def _index_before(self, partition: str, cutoff: float) -> list:
+        return list(self._table.query_entities(
             "PartitionKey eq @pk and RowKey lt @cutoff",
-            parameters={"pk": _EXPIRY, "cutoff": f"{cutoff:017.3f}|"}))
-        for index_row in due:
-            turn_id = index_row["turn_id"]
-            rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": turn_id},
-                                                   select=["PartitionKey", "RowKey"]))
-            for start in range(0, len(rows), 100):  # a transaction holds at most 100 operations
-                self._table.submit_transaction([("delete", r) for r in rows[start:start + 100]])
-            try:
-                self._table.delete_entity(_EXPIRY, index_row["RowKey"])
-            except ResourceNotFoundError:
-                pass
-        return len(due)
+            parameters={"pk": partition, "cutoff": f"{cutoff:017.3f}|"}))
+
+    def _delete_turn(self, turn_id: str) -> None:
+        with self._written_lock:
+            self._written.pop(turn_id, None)
+        rows = list(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": turn_id},
+                                               select=["PartitionKey", "RowKey"]))
+        for start in range(0, len(rows), 100):  # a transaction holds at most 100 operations
+            self._table.submit_transaction([("delete", r) for r in rows[start:start + 100]])
+
+    def _unindex(self, partition: str, row_key: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            self._table.delete_entity(partition, row_key)
+        except ResourceNotFoundError:
+            pass
+
+    def _expire(self, cutoff: float, abandon_cutoff: float) -> int:
+        deleted = 0
+        for index_row in self._index_before(_EXPIRY, cutoff):
+            self._delete_turn(index_row["turn_id"])
+            self._unindex(_EXPIRY, index_row["RowKey"])
+            deleted += 1
+        for index_row in self._index_before(_STARTED, abandon_cutoff):
+            meta = self._meta(index_row["turn_id"])
+            if meta is not None and meta.get("finished_at") is not None:
+                continue  # finished: the retention sweep above deletes it in time
+            if meta is not None and float(meta.get("touched_at") or 0) >= abandon_cutoff:
+                continue  # a long turn that is still writing
+            if meta is not None:
+                self._delete_turn(index_row["turn_id"])
+                deleted += 1
+            self._unindex(_STARTED, index_row["RowKey"])
+        return deleted
 
     def close(self) -> None:
         self._table.close()
@@ -502,11 +584,12 @@ async def sse_stream(j: Journal, turn_id: str, after=None, *, heartbeat_seconds:
                      settle: Callable[[], Any] | None = None):
     """Replay a turn's events after `after`, then follow it live until it is finished.
 
-    Yields SSE text: the frames, and a heartbeat comment whenever `heartbeat_seconds` pass without
+    Yields SSE text: a heartbeat comment first, the frames, and one whenever `heartbeat_seconds` pass without
     an event. `settle` (optional, async) is asked at each idle beat whether the turn ended without
     anyone writing its closing event (e.g. it was terminated); returning `(kind, data)` makes this
     reader write it with finish(), which is idempotent, so every reader still sees exactly one."""
     turn_id, after = _turn(turn_id), _after(after)
+    yield HEARTBEAT  # at once: the response head and a first byte reach the client (and proxies)
     while True:
         events = await j.wait_async(turn_id, after, heartbeat_seconds)
         for event in events:
@@ -581,3 +664,16 @@ def journal() -> Journal:
         if _shared is None:
             _shared = open_journal()
         return _shared
+
+
+def publish(turn_id: str, kind: str, data: Any = None, j: Journal | None = None) -> int | None:
+    """append() for producers (the LLM and tool activities): the journal is a live view and the
+    durable result the truth, so a journal that is down, or a turn already finished, must never
+    fail the model call. Returns the event id, or None when nothing was written."""
+    try:
+        return (j or journal()).append(turn_id, kind, data)
+    except TurnFinished:
+        return None
+    except Exception:  # noqa: BLE001 - see above; the failure is logged, the turn goes on
+        log.warning("stream journal: could not publish %s for turn %s", kind, turn_id, exc_info=True)
+        return None

@@ -27,13 +27,14 @@ def build_scope(request: web.Request, root_path: str = "") -> dict[str, Any]:
     """The ASGI `http` scope of an aiohttp request (`root_path`: where the app is mounted)."""
     peer = request.transport.get_extra_info("peername") if request.transport else None
     sock = request.transport.get_extra_info("sockname") if request.transport else None
-    raw_path = request.raw_path.split("?", 1)[0]
+    # The raw request target (percent-encoded, as ASGI wants): aiohttp's query_string is decoded.
+    raw_path, _, raw_query = request.raw_path.partition("?")
     return {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": f"{request.version.major}.{request.version.minor}",
         "method": request.method, "scheme": request.scheme,
         "path": request.path, "raw_path": raw_path.encode("latin-1"),
-        "query_string": request.query_string.encode("latin-1"), "root_path": root_path,
+        "query_string": raw_query.encode("latin-1"), "root_path": root_path,
         "headers": [(k.lower(), v) for k, v in request.raw_headers],
         "client": tuple(peer[:2]) if peer else None,
         "server": tuple(sock[:2]) if sock else None,

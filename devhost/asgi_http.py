@@ -12,7 +12,6 @@ Apps that do not import the extension never reach this module: they keep `func.H
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import sys
@@ -20,6 +19,8 @@ import traceback
 import typing
 
 from aiohttp import web
+
+from . import asgi
 
 log = logging.getLogger("devhost.http")
 
@@ -62,62 +63,6 @@ def check_functions(index) -> None:
                 "accepts FastAPI responses, str, dict, list, int, float, bool and pydantic models)")
 
 
-class _Connection:
-    """ASGI receive/send over one aiohttp request/response pair."""
-
-    def __init__(self, request: web.Request):
-        self.request = request
-        self.response: web.StreamResponse | None = None
-        self.body_done = False
-        self.closed = asyncio.Event()
-
-    async def receive(self) -> dict:
-        if not self.body_done:
-            chunk = await self.request.content.readany()  # streamed upload, as on Azure
-            self.body_done = not chunk or self.request.content.at_eof()
-            return {"type": "http.request", "body": chunk, "more_body": not self.body_done}
-        await self.closed.wait()  # Starlette listens for the disconnect while it streams
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            response = web.StreamResponse(status=message["status"])
-            for name, value in message.get("headers", []):
-                response.headers.add(name.decode("latin-1"), value.decode("latin-1"))
-            self.response = response
-            await response.prepare(self.request)
-        elif kind == "http.response.body":
-            assert self.response is not None, "http.response.body before http.response.start"
-            body = message.get("body", b"")
-            try:
-                if body:
-                    await self.response.write(body)  # sent now: no buffering of the stream
-                if not message.get("more_body", False):
-                    await self.response.write_eof()
-                    self.closed.set()
-            except ConnectionError:  # the client went away: tell the app, stop streaming
-                self.closed.set()
-                raise
-
-
-def build_scope(request: web.Request, route_params: dict) -> dict:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport else None
-    sock = transport.get_extra_info("sockname") if transport else None
-    return {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": f"{request.version.major}.{request.version.minor}",
-        "method": request.method, "scheme": request.scheme,
-        "path": request.path, "raw_path": request.raw_path.split("?", 1)[0].encode(),
-        "query_string": request.query_string.encode(), "root_path": "",
-        "headers": [(k.lower(), v) for k, v in request.raw_headers],
-        "client": tuple(peer[:2]) if peer else None, "server": tuple(sock[:2]) if sock else None,
-        # The worker copies the host's route parameters into path_params (sync_route_params).
-        "path_params": dict(route_params),
-    }
-
-
 def _as_response(result):
     """What FastAPI's route does with a non-Response return value: JSON via jsonable_encoder."""
     from fastapi.encoders import jsonable_encoder
@@ -142,34 +87,31 @@ def _error_response(exc: BaseException):
 
 async def invoke(request: web.Request, function, route_params: dict, kwargs: dict,
                  run_sync, invocation_id: str) -> web.StreamResponse:
-    """Call one HTTP function in FastAPI mode and stream its response back."""
+    """Call one HTTP function in FastAPI mode and stream its response back, through the
+    aiohttp-to-ASGI bridge of devhost/asgi.py (streamed upload, unbuffered response)."""
     from fastapi import Request
 
-    connection = _Connection(request)
-    scope = build_scope(request, route_params)
-    kwargs[function.request_param] = Request(scope, connection.receive)
-    try:
-        if function.is_async:
-            result = await function.fn(**kwargs)
-        else:
-            result = await run_sync(lambda: function.fn(**kwargs))
-        response = _as_response(result)
-    except Exception as exc:  # noqa: BLE001 - the user's code: log like the worker, answer like FastAPI
-        log.error("function '%s' failed (invocation %s):\n%s", function.name, invocation_id,
-                  "".join(traceback.format_exception(exc)))
-        response = _error_response(exc)
-    try:
-        await response(scope, connection.receive, connection.send)
-    except ConnectionError:
-        log.info("function '%s': the client closed the stream (invocation %s)",
-                 function.name, invocation_id)
-    except Exception as exc:  # noqa: BLE001 - a body iterator that fails mid-stream
-        log.error("function '%s' failed while streaming (invocation %s):\n%s", function.name,
-                  invocation_id, "".join(traceback.format_exception(exc)))
-        if connection.response is None:
-            await _error_response(exc)(scope, connection.receive, connection.send)
-    finally:
-        connection.closed.set()
-    if connection.response is None:  # the ASGI app sent nothing at all
-        return web.Response(status=500)
-    return connection.response
+    async def app(scope, receive, send):
+        # The worker copies the host's route parameters into path_params (sync_route_params).
+        scope["path_params"] = dict(route_params)
+        kwargs[function.request_param] = Request(scope, receive)
+        try:
+            if function.is_async:
+                result = await function.fn(**kwargs)
+            else:
+                result = await run_sync(lambda: function.fn(**kwargs))
+            response = _as_response(result)
+        except Exception as exc:  # noqa: BLE001 - the user's code: log like the worker, answer like FastAPI
+            log.error("function '%s' failed (invocation %s):\n%s", function.name, invocation_id,
+                      "".join(traceback.format_exception(exc)))
+            response = _error_response(exc)
+        try:
+            await response(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - a body iterator that fails mid-stream
+            log.error("function '%s' failed while streaming (invocation %s):\n%s", function.name,
+                      invocation_id, "".join(traceback.format_exception(exc)))
+            # uvicorn aborts the connection: the client sees a truncated body, not a clean end.
+            if request.transport is not None:
+                request.transport.close()
+
+    return await asgi.asgi_handler(app)(request)

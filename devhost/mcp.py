@@ -145,14 +145,14 @@ class McpEndpoint:
         kwargs: dict[str, Any] = {tool.context_param: json.dumps(context) if as_text
                                   else context}
         if tool.client_param:
-            kwargs[tool.client_param] = self.host.engine.client_binding(tool.client_hub,
+            kwargs[tool.client_param] = self.host.engine.invoker.client_binding(tool.client_hub,
                                                                         tool.client_connection)
         if tool.wants_context:
             kwargs["context"] = InvocationContext(tool.name)
         if tool.is_async:
             return await tool.fn(**kwargs)
         return await asyncio.get_running_loop().run_in_executor(
-            self.host.http_pool, lambda: tool.fn(**kwargs))
+            self.host.engine.invoker.http_pool, lambda: tool.fn(**kwargs))
 
     # -- HTTP -------------------------------------------------------------------------------
     def authorised(self, request: web.Request) -> bool:

@@ -135,6 +135,8 @@ var tags = {
 }
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
+// The stream journal's table (core/journal.py) in the same storage account.
+var journalTableName = 'streamjournal'
 
 // ---------------------------------------------------------------------------
 // Resources
@@ -164,6 +166,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
+    journalTableName: journalTableName
   }
 }
 
@@ -252,6 +255,7 @@ module functionApp 'modules/function-app.bicep' = {
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
+    journalTableName: journalTableName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     openAiEndpoint: openAi.outputs.endpoint

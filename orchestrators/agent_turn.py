@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import azure.durable_functions as df
 
 from activities.errors import parse_error_text
+from activities.stream import PUBLISH_ACTIVITY
 from activities.turns import TURN_GRANTED_EVENT
 from core import conversation
 from core.agents import find_agent
@@ -180,6 +181,12 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
             "decided": decided})
 
     publish()
+    # the live stream hears of the calls once the turn accepts decisions for them
+    yield context.call_activity(PUBLISH_ACTIVITY, {"turn_id": turn["turn_id"], "events": [
+        {"kind": "approval_pending", "data": {"id": c["id"], "tool": c["name"],
+                                              "arguments": c["parsed"],
+                                              "approve_url": approval_path(agent, turn, c["id"])}}
+        for c in calls]})
     while len(decisions) < len(calls):
         waiting = [events[c["id"]] for c in calls if c["id"] not in decisions]
         winner = yield context.task_any(waiting + [timer])
@@ -302,7 +309,7 @@ def run_steps(context: df.DurableOrchestrationContext, agent, turn: dict, histor
     usage: dict = {}
     max_steps, max_calls = int(setting(agent, "max_steps")), int(setting(agent, "max_tool_calls"))
     for step in range(1, max_steps + 1):
-        request = {"agent": agent.to_activity(), "turn_id": turn["turn_id"],
+        request = {"agent": agent.to_activity(), "turn_id": turn["turn_id"], "step": step,
                    "messages": prompt + [conversation.wire_message(m) for m in produced]}
         if schemas:
             request["tools"] = schemas
@@ -346,6 +353,7 @@ def call_summary(calls: list[dict]) -> list[dict]:
 
 
 # -- the turn --------------------------------------------------------------------------------
+
 
 @bp.orchestration_trigger(context_name="context")
 def agent_turn(context: df.DurableOrchestrationContext):

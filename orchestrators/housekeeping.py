@@ -66,18 +66,20 @@ def thread_reaper(context: df.DurableOrchestrationContext):
     report = {"round_at": now.isoformat(), "settings": config, "reaped": [], "kept_in_use": []}
     if config["ttl_seconds"]:
         cutoff = (now - timedelta(seconds=config["ttl_seconds"])).isoformat()
-        for agent in load_catalogue().values():
-            for shard in index_entities(agent.name):
-                index = yield context.call_entity(shard, "get")
-                for key, entry in sorted((index or {}).items()):
-                    if entry["updated_at"] >= cutoff:
-                        continue
-                    outcome = yield context.call_sub_orchestrator(DELETE_ORCHESTRATOR, {
-                        "agent": agent.name, "thread_key": key, "idle_before": cutoff})
-                    if outcome["deleted"] or not outcome["existed"]:
-                        report["reaped"].append(key)
-                    else:
-                        report["kept_in_use"].append(key)
+        shards = [(agent, shard) for agent in load_catalogue().values()
+                  for shard in index_entities(agent.name)]
+        # every index shard of every agent read at once: one round stays short with many agents
+        indexes = yield context.task_all([context.call_entity(shard, "get") for _, shard in shards])
+        for (agent, _), index in zip(shards, indexes):
+            for key, entry in sorted((index or {}).items()):
+                if entry["updated_at"] >= cutoff:
+                    continue
+                outcome = yield context.call_sub_orchestrator(DELETE_ORCHESTRATOR, {
+                    "agent": agent.name, "thread_key": key, "idle_before": cutoff})
+                if outcome["deleted"] or not outcome["existed"]:
+                    report["reaped"].append(key)
+                else:
+                    report["kept_in_use"].append(key)
     if config["retention_seconds"]:
         before = now - timedelta(seconds=config["retention_seconds"])
         report["turn_histories_purged"] = yield context.call_activity(

@@ -71,6 +71,18 @@ def test_errors_are_answered_like_fastapi(fastapi_host):
     assert "RuntimeError: the function failed" in fastapi_host.log()
 
 
+def test_a_stream_that_fails_midway_is_cut_not_ended_cleanly(fastapi_host):
+    conn = http.client.HTTPConnection("127.0.0.1", fastapi_host.port, timeout=60)
+    conn.request("GET", "/api/stream_fails")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline() == b"data: one\n"
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        response.read()
+    conn.close()
+    assert "RuntimeError: the body iterator failed" in fastapi_host.log()
+
+
 def test_the_durable_client_binding_works_in_fastapi_mode(fastapi_host):
     started = fastapi_host.request("POST", "/api/start/greet", body=json.dumps("bob"))
     assert started.status == 202
@@ -112,3 +124,63 @@ def test_a_plain_app_keeps_func_httprequest(patterns_host):
     assert r.status == 202 and "statusQueryGetUri" in r.json()  # req.route_params, get_body()
     doc = wait_for_status(patterns_host, r.json()["id"])
     assert doc["output"] == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
+
+
+class SSEReader:
+    """A streaming SSE client on http.client: one parsed event at a time, as it arrives."""
+
+    def __init__(self, host, path: str, headers: dict | None = None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=60)
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
+        self.response = self.conn.getresponse()
+
+    def next(self) -> dict | None:
+        fields: dict = {}
+        while True:
+            line = self.response.readline().decode()
+            if not line:
+                return None  # the stream ended
+            if line == "\n":
+                if fields:
+                    return fields
+                continue
+            if line.startswith(":"):
+                continue  # heartbeat comment
+            name, _, value = line.rstrip("\n").partition(": ")
+            fields[name] = json.loads(value) if name == "data" else value
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_journal_behind_sse_resume_is_exact_and_two_readers_get_everything(fastapi_host):
+    base = "/api/turns/t-resume"
+
+    def publish(kind, data, finish=False):
+        return fastapi_host.request("POST", f"{base}/events",
+                                    body={"kind": kind, "data": data, "finish": finish}).json()["id"]
+
+    a, b = SSEReader(fastapi_host, f"{base}/stream"), SSEReader(fastapi_host, f"{base}/stream")
+    got_a, got_b = [], []
+    for i in range(5):
+        assert publish("delta", {"text": f"w{i} "}) == i + 1
+        got_a.append(a.next())
+        got_b.append(b.next())  # each event reaches both readers before the next is written
+    a.close()  # reader A drops mid-stream after event 5
+    for i in range(5, 8):
+        publish("delta", {"text": f"w{i} "})
+        got_b.append(b.next())
+    publish("done", {"reply": "w0 w1 w2 w3 w4 w5 w6 w7 "}, finish=True)
+    got_b.append(b.next())
+    assert b.next() is None  # the stream ends after the closing event
+    resumed = SSEReader(fastapi_host, f"{base}/stream", {"Last-Event-ID": got_a[-1]["id"]})
+    rest = []
+    while (event := resumed.next()) is not None:
+        rest.append(event)
+    assert [e["id"] for e in got_a + rest] == [str(i) for i in range(1, 10)]  # no gap, no duplicate
+    assert got_a + rest == got_b
+    assert "".join(e["data"]["text"] for e in got_b if e["event"] == "delta") == got_b[-1]["data"]["reply"]
+    bad = fastapi_host.request("GET", f"{base}/stream?after=x")
+    assert bad.status == 400 and bad.json()["error"]["code"] == "invalid_after"
+    # devhost keeps the journal beside its task hub file.
+    assert fastapi_host.db.with_name(fastapi_host.db.stem + ".journal.sqlite").is_file()

@@ -88,6 +88,8 @@ HOST_CONSUMED_SETTINGS = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     # azure-identity picks the user-assigned identity from this variable itself.
     "AZURE_CLIENT_ID",
+    # The Python worker: index at init, which starts its FastAPI (HTTP v2) server.
+    "PYTHON_ENABLE_INIT_INDEXING",
 }
 
 # What the Bicep must write (the brief's contract with the app).

@@ -247,6 +247,22 @@ def test_retention_expires_finished_turns_only(make_journal):
     assert j.read("running") == [] and j.finished("third")
 
 
+def test_a_turn_nobody_finished_expires_after_the_abandon_window(make_journal):
+    j = make_journal(retention_seconds=3600, abandon_seconds=86400)
+    clock = make_journal.clock
+    j.append("abandoned", "delta", {"text": "a"})
+    j.append("slow", "delta", {"text": "b"})
+    clock.now += 86000
+    j.append("slow", "delta", {"text": "still writing"})  # e.g. after a long approval wait
+    clock.now += 401  # "abandoned" idle for 86401 s, "slow" for 401 s
+    assert j.expire() == 1
+    assert j.read("abandoned") == [] and [e.id for e in j.read("slow")] == [1, 2]
+    assert j.append("slow", "delta", {"text": "c"}) == 3  # a live turn keeps its ids
+    clock.now += 86401
+    assert j.expire() == 1 and j.read("slow") == []
+    assert j.expire() == 0
+
+
 def test_a_large_result_document_round_trips(make_journal):
     j = make_journal()
     result = {"reply": "x" * 70_000, "tool_calls": [{"id": str(i)} for i in range(200)]}
@@ -290,6 +306,26 @@ def test_sqlite_is_safe_across_processes(tmp_path):
     assert [e.id for e in events] == list(range(1, 76))
     for w in range(3):
         assert [e.data["i"] for e in events if e.data["w"] == w] == list(range(25))
+
+
+def test_a_journal_file_from_before_abandon_expiry_is_upgraded(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.journal.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE journal_turns (turn_id TEXT PRIMARY KEY, last_id INTEGER NOT NULL,
+                                    closing_id INTEGER, finished_at REAL);
+        CREATE TABLE journal_events (turn_id TEXT NOT NULL, id INTEGER NOT NULL, kind TEXT NOT NULL,
+                                     data TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (turn_id, id))
+                                     WITHOUT ROWID;
+        INSERT INTO journal_turns VALUES ('t', 1, NULL, NULL);
+        INSERT INTO journal_events VALUES ('t', 1, 'delta', '"x"', 0);
+    """)
+    db.close()
+    j = SqliteJournal(path, abandon_seconds=0)
+    assert j.expire() == 0  # never touched since the upgrade: not judged abandoned
+    assert j.append("t", "delta", "y") == 2 and [e.data for e in j.read("t")] == ["x", "y"]
+    j.close()
 
 
 def test_open_journal_follows_the_settings(tmp_path, monkeypatch):
@@ -346,12 +382,27 @@ def test_sse_stream_replays_follows_and_ends_with_the_closing_event(make_journal
                                                          settle=settle)]
 
     chunks = asyncio.run(collect("1"))  # resume after event 1
+    assert chunks[0] == jmod.HEARTBEAT  # sent at once, before any event exists
+    chunks = chunks[1:]
     assert chunks[:2] == ['id: 2\nevent: delta\ndata: {"text":"t1"}\n\n',
                           'id: 3\nevent: delta\ndata: {"text":"t2"}\n\n']
     assert chunks[2:4] == [jmod.HEARTBEAT, jmod.HEARTBEAT]  # idle beats before it was settled
     assert chunks[4:] == ['id: 4\nevent: error\ndata: {"error":{"status":500,"code":"terminated",'
                           '"message":"x"}}\n\n']
     # A late reader of the finished turn gets the replay up to the closing event, then the end.
-    late = asyncio.run(collect(None))
+    late = asyncio.run(collect(None))[1:]
     assert [c.split("\n", 1)[0] for c in late] == ["id: 1", "id: 2", "id: 3", "id: 4"]
     assert writer.finish("sse", "done", {}) == 4  # the closing event stays the only one
+
+
+def test_publish_never_fails_the_producer(make_journal, tmp_path):
+    j = make_journal()
+    assert jmod.publish("p", "delta", {"text": "a"}, j) == 1
+    j.finish("p", "done", {})
+    assert jmod.publish("p", "delta", {"text": "late"}, j) is None  # finished: dropped
+    broken = SqliteJournal(tmp_path / "gone.sqlite")
+    broken.path.unlink()
+    broken.path.mkdir()  # the file is now a folder: every write fails
+    broken.close()
+    assert jmod.publish("p", "delta", {"text": "x"}, broken) is None
+    assert [e.kind for e in j.read("p")] == ["delta", "done"]

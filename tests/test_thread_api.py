@@ -154,7 +154,7 @@ def test_openapi_document_matches_what_the_routes_answer(agent_host):
             if "{name}" in template:
                 assert unknown.status == 404 and "404" in operation["responses"]
             checked += 1
-    assert checked == 9
+    assert checked == 10  # with GET .../turns/{turn_id}/stream (api/stream.py)
 
 
 def test_long_threads_are_archived_and_still_read_back_whole(llm, tmp_path):

@@ -83,10 +83,12 @@ def thread(host, thread_id, agent="MyDurableAgent") -> dict:
 
 def activities_run(host, instance_id) -> list[str]:
     """The activities of an instance's history, in order (the status API folds each
-    TaskScheduled into its completion, as the extension does)."""
+    TaskScheduled into its completion, as the extension does), without the stream journal's
+    stream_publish / stream_finish (api/stream.py)."""
     doc = host.request("GET", f"{W}/instances/{instance_id}{HISTORY}").json()
     return [e["FunctionName"] for e in doc["historyEvents"]
-            if e["EventType"] in ("TaskCompleted", "TaskFailed")]
+            if e["EventType"] in ("TaskCompleted", "TaskFailed")
+            and e["FunctionName"] not in ("stream_publish", "stream_finish")]
 
 
 def last_tool_message(record) -> dict:

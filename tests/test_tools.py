@@ -7,7 +7,6 @@ import asyncio
 import enum
 import json
 import threading
-import time
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, TypedDict
 
@@ -461,3 +460,13 @@ def test_the_app_fails_to_start_on_an_unknown_tool(tmp_path):
     finally:
         host.kill()
     assert "agent 'Bad' names the tool 'teleport'" in str(caught.value)
+
+
+def test_an_agent_default_response_format_is_checked_at_start():
+    agent = _catalogue(response_format={"type": "json_schema", "json_schema": {
+        "name": "label", "schema": {"type": "object"}}})["shop"]
+    assert agent.response_format == {"type": "json_schema", "json_schema": {
+        "name": "label", "schema": {"type": "object"}, "strict": False}}
+    with pytest.raises(CatalogueError, match="test.json: response_format of 'Shop': "
+                                             "response_format.type must be"):
+        _catalogue(response_format={"type": "yaml"})

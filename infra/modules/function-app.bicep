@@ -26,6 +26,9 @@ param storageAccountName string
 @description('Blob container holding the deployment package.')
 param deploymentContainerName string
 
+@description('Table of the stream journal in that storage account.')
+param journalTableName string
+
 @description('Application Insights component name.')
 param applicationInsightsName string
 
@@ -135,9 +138,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       // storage account, reached with the identity (Storage Table Data Contributor) ---
       AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
       STREAM_JOURNAL_BACKEND: 'table'
-      STREAM_JOURNAL_TABLE: 'streamjournal'
+      STREAM_JOURNAL_TABLE: journalTableName
       // Entries of a finished turn are deleted after this many seconds (resume window).
       STREAM_JOURNAL_RETENTION_SECONDS: '3600'
+      // --- FastAPI mode (streamed HTTP): the Python 3.11 worker starts its HTTP v2 server
+      // only when it indexes at init (docs/streaming.md, "What it needs in Azure") ---
+      PYTHON_ENABLE_INIT_INDEXING: '1'
     }
   }
 }

@@ -16,6 +16,9 @@ param tags object
 @description('Blob container that receives the Flex Consumption deployment package.')
 param deploymentContainerName string
 
+@description('Table holding the stream journal (live turn events, core/journal.py).')
+param journalTableName string
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -49,6 +52,15 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       properties: {
         publicAccess: 'None'
       }
+    }
+  }
+
+  // Created here so the app never needs to create it at run time.
+  resource tableServices 'tableServices' = {
+    name: 'default'
+
+    resource journalTable 'tables' = {
+      name: journalTableName
     }
   }
 }

@@ -39,6 +39,15 @@ async def stream(req: Request) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache"})
 
 
+@app.route(route="stream_fails", methods=["GET"])
+async def stream_fails(req: Request) -> StreamingResponse:
+    async def chunks():
+        yield "data: one\n\n"
+        raise RuntimeError("the body iterator failed")
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
 @app.route(route="release/{name}", methods=["POST"])
 async def release(req: Request) -> JSONResponse:
     name = req.path_params["name"]
@@ -100,3 +109,30 @@ def greet(context: df.DurableOrchestrationContext):
 @app.activity_trigger(input_name="name")
 def say_hello(name: str) -> str:
     return f"hello {name}"
+
+
+# --- the stream journal behind an SSE endpoint, as the agent API will use it -------------------
+from core.journal import journal, sse_stream  # noqa: E402  (the repo's journal; devhost runs from the repo)
+
+
+@app.route(route="turns/{turn}/events", methods=["POST"])
+async def publish(req: Request) -> JSONResponse:
+    body = await req.json()
+    turn = req.path_params["turn"]
+    if body.get("finish"):
+        event_id = await asyncio.to_thread(journal().finish, turn, body["kind"], body.get("data"))
+    else:
+        event_id = await asyncio.to_thread(journal().append, turn, body["kind"], body.get("data"))
+    return JSONResponse({"id": event_id})
+
+
+@app.route(route="turns/{turn}/stream", methods=["GET"])
+async def follow(req: Request):
+    after = req.headers.get("last-event-id") or req.query_params.get("after")
+    if after is not None and not after.isdigit():
+        return JSONResponse({"error": {"status": 400, "code": "invalid_after",
+                                       "message": "after must be a non-negative integer"}},
+                            status_code=400)
+    return StreamingResponse(sse_stream(journal(), req.path_params["turn"], after,
+                                        heartbeat_seconds=5),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
