@@ -35,3 +35,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .devhost .pytest_cache
+bench-peers: $(STAMP) ; $(PY) -m bench.peers $(BENCH_ARGS)
