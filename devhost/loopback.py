@@ -11,8 +11,10 @@ same status code and the same JSON body (through JSON text, as the wire would ca
     GET  {rpc}entities/{name}/{key}       read_entity_state  200 / 404
     POST {rpc}orchestrators/{name}[/{id}] start_new       202 / 400 / 409
 
-Everything else, and any call not made on devhost's own event loop (a sync function in a pool
-thread, an activity), still goes over HTTP. The app makes the same SDK calls either way.
+Each answer still yields to the loop once, as a call over the wire does (an app polling
+get_status without a sleep must not starve the orchestration it waits for). Everything else,
+and any call not made on devhost's own event loop (a sync function in a pool thread, an
+activity), still goes over HTTP. The app makes the same SDK calls either way.
 """
 from __future__ import annotations
 
@@ -48,13 +50,17 @@ class Loopback:
 
         async def get_async_request(url: str, function_invocation_id: str = None):
             answer = self.answer("GET", url, None)
-            return answer if answer is not None else await get(url, function_invocation_id)
+            if answer is None:
+                return await get(url, function_invocation_id)
+            await asyncio.sleep(0)  # a call over the wire yields to the loop: so does this one
+            return answer
 
         async def post_async_request(url: str, data: Any = None, trace_parent: str = None,
                                      trace_state: str = None,
                                      function_invocation_id: str = None):
             answer = self.answer("POST", url, data)
             if answer is not None:
+                await asyncio.sleep(0)
                 return answer
             return await post(url, data, trace_parent, trace_state, function_invocation_id)
 

@@ -66,3 +66,9 @@ def test_read_entity_state_is_the_same_either_way(host):
     assert both(host, "entity", name="counter", key="k") == {"exists": True, "state": 5}
     assert both(host, "entity", name="counter", key="nobody") == {"exists": False,
                                                                   "state": None}
+
+
+def test_polling_without_a_sleep_does_not_starve_the_orchestration(host):
+    r = host.request("POST", "/api/busy/spin")
+    assert r.status == 200, r
+    assert r.json()["output"] == "BUSY"

@@ -47,9 +47,35 @@ async def compare(req: func.HttpRequest, client):
     return func.HttpResponse(json.dumps(answers, default=str), mimetype="application/json")
 
 
+@app.route(route="busy/{id}", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def busy(req: func.HttpRequest, client):
+    """Starts `relay` and polls its status without ever sleeping (fine on Azure, where every
+    call is a network round trip): the polls must not starve the orchestration."""
+    instance_id = await client.start_new("relay", req.route_params["id"], "busy")
+    for polls in range(1, 200_001):
+        status = await client.get_status(instance_id)
+        if status.runtime_status == df.OrchestrationRuntimeStatus.Completed:
+            return func.HttpResponse(json.dumps({"output": status.output, "polls": polls}),
+                                     mimetype="application/json")
+    return func.HttpResponse(json.dumps({"output": None, "polls": polls}), status_code=504,
+                             mimetype="application/json")
+
+
 @app.orchestration_trigger(context_name="context")
 def hello(context: df.DurableOrchestrationContext):
     return f"hello {context.get_input()}"
+
+
+@app.orchestration_trigger(context_name="context")
+def relay(context: df.DurableOrchestrationContext):
+    """Two episodes and an activity in between: more than one turn of the event loop."""
+    return (yield context.call_activity("shout", context.get_input()))
+
+
+@app.activity_trigger(input_name="text")
+def shout(text: str) -> str:
+    return text.upper()
 
 
 @app.orchestration_trigger(context_name="context")
