@@ -59,7 +59,13 @@ def describe_functions(host: HostState, base_url: str) -> str:
     return "\n".join(lines)
 
 
+# The event loop releases the GIL in every SQLite call; a pool thread running Python then
+# keeps it up to the switch interval (5 ms by default) before the loop gets it back.
+GIL_SWITCH_SECONDS = 0.0005
+
+
 async def serve(args: argparse.Namespace) -> None:
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     app_dir = Path(args.app).resolve()
     # --db is a path the person typed in their shell: resolve it before the import below
     # makes the app folder the working directory

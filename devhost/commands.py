@@ -82,7 +82,10 @@ def status(engine: Engine, instance_id: str, *, show_input: bool = True,
 async def fetch_status(engine: Engine, instance_id: str, *, show_input: bool = True,
                        show_history: bool = False,
                        show_history_output: bool = False) -> dict | None:
-    """status(), read and rendered off the event loop (histories can be large)."""
+    """status(); with its history read and rendered off the event loop (histories can be
+    large). Without one it is a single-row read, cheaper on the loop than a thread hop."""
+    if not show_history:
+        return status(engine, instance_id, show_input=show_input)
     return await engine.store.read(lambda view: _status_document(
         engine, view, instance_id, show_input, show_history, show_history_output))
 

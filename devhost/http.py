@@ -30,6 +30,7 @@ from .context import InvocationContext
 from .engine import Engine
 from .errors import BadRequest, DevhostError, InvalidOperation, NotFound, Unauthorized
 from .loader import HttpFunction
+from .loopback import Loopback
 from .mcp import mount_mcp
 from .routes import RouteTemplate
 
@@ -64,6 +65,8 @@ class HostState:
         public = f"http://{'localhost' if loopback else bind_host}:{port}{WEBHOOK_PREFIX}"
         engine.invoker.use_client_binding(lambda hub, connection: p.client_binding(
             public, self.rpc_base, hub or self.hub, connection or "Storage", self.master_key))
+        # the SDK client's hot-path calls to rpc_base, answered without a socket
+        Loopback(engine, self.rpc_base, WEBHOOK_PREFIX, hub, self.master_key).install()
         self.triggers: list[tuple[RouteTemplate, HttpFunction]] = sorted(
             ((RouteTemplate(f.route), f) for f in engine.index.http),
             key=lambda pair: pair[0].sort_key)
@@ -205,9 +208,7 @@ def guard_middleware(guard: RequestGuard):
 
 
 def error_response(status: int, message: str) -> web.Response:
-    # Message/ExceptionMessage are the extension's keys, which the SDK client reads.
-    return web.json_response({"error": message, "Message": message, "ExceptionMessage": message},
-                             status=status)
+    return web.json_response(p.error_body(message), status=status)
 
 
 @web.middleware
@@ -294,7 +295,7 @@ def check_status_response(request: web.Request, instance_id: str) -> web.Respons
 def status_response(document: dict | None, request: web.Request) -> web.Response:
     if document is None:
         return web.Response(status=404)
-    if document["runtimeStatus"] in ("Pending", "Running", "ContinuedAsNew", "Suspended"):
+    if p.status_http_code(document) == 202:
         return web.json_response(document, status=202, headers={
             "Location": str(request.url), "Retry-After": "5"})
     return web.json_response(document, status=200)

@@ -326,6 +326,18 @@ def management_urls(base: str, instance_id: str, hub: str, connection: str = "St
     return urls
 
 
+def error_body(message: str) -> dict:
+    """A management API error: Message/ExceptionMessage are the extension's keys, which the
+    SDK client reads."""
+    return {"error": message, "Message": message, "ExceptionMessage": message}
+
+
+def status_http_code(document: dict) -> int:
+    """The status webhook answers 202 while the instance can still change, 200 after."""
+    return 202 if document["runtimeStatus"] in ("Pending", "Running", "ContinuedAsNew",
+                                                "Suspended") else 200
+
+
 def client_binding(public_base: str, rpc_base: str, hub: str, connection: str = "Storage",
                    code: str | None = None) -> str:
     """The durableClient binding value (a JSON string) the SDK's client is built from."""
