@@ -273,27 +273,39 @@ class Store:
         self.db.execute(f"UPDATE instances SET {assignments} WHERE instance_id=?",
                         [*fields.values(), instance_id])
 
-    def query_instances(self, *, created_from: float | None = None,
-                        created_to: float | None = None, statuses: list[str] | None = None,
-                        prefix: str | None = None, limit: int | None = None,
-                        offset: int = 0, after: tuple[float, str] | None = None) -> list[dict]:
-        """Newest first; `after` = (created_at, instance_id) of the row before this page."""
-        sql, args = "SELECT * FROM instances WHERE 1=1", []
-        if after is not None:
-            sql += " AND (created_at < ? OR (created_at = ? AND instance_id > ?))"
-            args.extend([after[0], after[0], after[1]])
+    @staticmethod
+    def _instance_filter(name: str | None, statuses: list[str] | None,
+                         created_from: float | None, created_to: float | None,
+                         prefix: str | None) -> tuple[str, list]:
+        """The WHERE clause shared by the management list and the dashboard's list."""
+        sql, args = " WHERE 1=1", []
+        if name:
+            sql += " AND name = ? COLLATE NOCASE"
+            args.append(name)
+        if statuses:
+            sql += f" AND status IN ({','.join('?' for _ in statuses)})"
+            args.extend(statuses)
         if created_from is not None:
             sql += " AND created_at >= ?"
             args.append(created_from)
         if created_to is not None:
             sql += " AND created_at <= ?"
             args.append(created_to)
-        if statuses:
-            sql += f" AND status IN ({','.join('?' for _ in statuses)})"
-            args.extend(statuses)
         if prefix:
             sql += " AND substr(instance_id, 1, ?) = ?"
             args.extend([len(prefix), prefix])
+        return sql, args
+
+    def query_instances(self, *, created_from: float | None = None,
+                        created_to: float | None = None, statuses: list[str] | None = None,
+                        prefix: str | None = None, limit: int | None = None,
+                        offset: int = 0, after: tuple[float, str] | None = None) -> list[dict]:
+        """Newest first; `after` = (created_at, instance_id) of the row before this page."""
+        where, args = self._instance_filter(None, statuses, created_from, created_to, prefix)
+        sql = "SELECT * FROM instances" + where
+        if after is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND instance_id > ?))"
+            args.extend([after[0], after[0], after[1]])
         sql += " ORDER BY created_at DESC, instance_id"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -454,34 +466,12 @@ class Store:
     # Read-only queries behind devhost/dashboard_api.py (the dashboard's list, changes feed and
     # metrics). Summaries leave out input/output so a page of thousands of instances stays cheap.
 
-    @staticmethod
-    def _dashboard_filter(name: str | None, statuses: list[str] | None,
-                          created_from: float | None, created_to: float | None,
-                          prefix: str | None) -> tuple[str, list]:
-        sql, args = " WHERE 1=1", []
-        if name:
-            sql += " AND name = ? COLLATE NOCASE"
-            args.append(name)
-        if statuses:
-            sql += f" AND status IN ({','.join('?' for _ in statuses)})"
-            args.extend(statuses)
-        if created_from is not None:
-            sql += " AND created_at >= ?"
-            args.append(created_from)
-        if created_to is not None:
-            sql += " AND created_at <= ?"
-            args.append(created_to)
-        if prefix:
-            sql += " AND substr(instance_id, 1, ?) = ?"
-            args.extend([len(prefix), prefix])
-        return sql, args
-
     def dashboard_instances(self, *, name: str | None = None, statuses: list[str] | None = None,
                             created_from: float | None = None, created_to: float | None = None,
                             prefix: str | None = None, limit: int = 25,
                             offset: int = 0) -> tuple[list[dict], int]:
         """One page of instance summaries, newest first, and how many match in all."""
-        where, args = self._dashboard_filter(name, statuses, created_from, created_to, prefix)
+        where, args = self._instance_filter(name, statuses, created_from, created_to, prefix)
         total = self.db.execute("SELECT COUNT(*) FROM instances" + where, args).fetchone()[0]
         rows = self.db.execute(
             "SELECT instance_id, name, status, created_at, updated_at, parent_instance_id "
