@@ -172,6 +172,24 @@ class Invoker:
         invocation.succeeded()
         return True, result
 
+    async def run_mcp_tool(self, tool, kwargs: dict) -> Any:
+        """An MCP tool trigger's call; re-raises what the function raised (the MCP endpoint
+        answers it as a tool error) after logging it like any failed invocation."""
+        context = InvocationContext(tool.name)
+        if tool.client_param:
+            kwargs[tool.client_param] = self.client_binding(tool.client_hub,
+                                                            tool.client_connection)
+        if tool.wants_context:
+            kwargs["context"] = context
+        invocation = Invocation(tool.name, context.invocation_id)
+        try:
+            result = await self._call(tool.fn, kwargs, tool.is_async, self.http_pool)
+        except Exception as exc:
+            invocation.failed(exc)
+            raise
+        invocation.succeeded()
+        return result
+
     async def run_timer(self, function, timer_request) -> None:
         context = InvocationContext(function.name)
         kwargs = {function.timer_param: timer_request}

@@ -33,7 +33,6 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from .asgi import asgi_handler
-from .context import InvocationContext
 from .loader import McpToolFunction
 
 log = logging.getLogger("devhost.mcp")
@@ -144,15 +143,7 @@ class McpEndpoint:
         as_text = annotation in (str, "str", None, inspect.Parameter.empty)
         kwargs: dict[str, Any] = {tool.context_param: json.dumps(context) if as_text
                                   else context}
-        if tool.client_param:
-            kwargs[tool.client_param] = self.host.engine.invoker.client_binding(tool.client_hub,
-                                                                        tool.client_connection)
-        if tool.wants_context:
-            kwargs["context"] = InvocationContext(tool.name)
-        if tool.is_async:
-            return await tool.fn(**kwargs)
-        return await asyncio.get_running_loop().run_in_executor(
-            self.host.engine.invoker.http_pool, lambda: tool.fn(**kwargs))
+        return await self.host.engine.invoker.run_mcp_tool(tool, kwargs)
 
     # -- HTTP -------------------------------------------------------------------------------
     def authorised(self, request: web.Request) -> bool:
