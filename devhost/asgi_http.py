@@ -86,8 +86,9 @@ def _error_response(exc: BaseException):
 
 
 async def invoke(request: web.Request, function, route_params: dict, kwargs: dict,
-                 run_sync, invocation_id: str) -> web.StreamResponse:
-    """Call one HTTP function in FastAPI mode and stream its response back, through the
+                 call) -> web.StreamResponse:
+    """Call one HTTP function in FastAPI mode (`call(kwargs)`: the invoker, which logs the
+    invocation and applies functionTimeout) and stream its response back, through the
     aiohttp-to-ASGI bridge of devhost/asgi.py (streamed upload, unbuffered response)."""
     from fastapi import Request
 
@@ -96,20 +97,14 @@ async def invoke(request: web.Request, function, route_params: dict, kwargs: dic
         scope["path_params"] = dict(route_params)
         kwargs[function.request_param] = Request(scope, receive)
         try:
-            if function.is_async:
-                result = await function.fn(**kwargs)
-            else:
-                result = await run_sync(lambda: function.fn(**kwargs))
-            response = _as_response(result)
-        except Exception as exc:  # noqa: BLE001 - the user's code: log like the worker, answer like FastAPI
-            log.error("function '%s' failed (invocation %s):\n%s", function.name, invocation_id,
-                      "".join(traceback.format_exception(exc)))
+            response = _as_response(await call(kwargs))
+        except Exception as exc:  # noqa: BLE001 - the user's code (logged by the invoker)
             response = _error_response(exc)
         try:
             await response(scope, receive, send)
         except Exception as exc:  # noqa: BLE001 - a body iterator that fails mid-stream
-            log.error("function '%s' failed while streaming (invocation %s):\n%s", function.name,
-                      invocation_id, "".join(traceback.format_exception(exc)))
+            log.error("function '%s' failed while streaming:\n%s", function.name,
+                      "".join(traceback.format_exception(exc)))
             # uvicorn aborts the connection: the client sees a truncated body, not a clean end.
             if request.transport is not None:
                 request.transport.close()

@@ -535,13 +535,9 @@ async def invoke_http_function(request: web.Request, host: HostState, function: 
             _public_base(request), host.rpc_base, function.client_hub or host.hub,
             function.client_connection or "Storage", code=host.master_key)
     if asgi_http.enabled():  # the app imports the FastAPI extension: every HTTP function streams
-        if function.wants_context:
-            kwargs["context"] = invocation
         return await asgi_http.invoke(
             request, function, route_params, kwargs,
-            lambda call: asyncio.get_running_loop().run_in_executor(
-                host.engine.invoker.http_pool, call),
-            invocation.invocation_id)
+            lambda arguments: host.engine.invoker.call_http(function, arguments, invocation))
     body = await request.read()
     kwargs[function.request_param] = build_request(request, body, route_params)
     ok, result = await host.engine.invoker.run_http(function, kwargs, invocation)

@@ -161,6 +161,14 @@ class Invoker:
     async def run_http(self, function, kwargs: dict, context: InvocationContext
                        ) -> tuple[bool, Any]:
         """(True, the function's return value) or (False, None) when it raised (logged)."""
+        try:
+            return True, await self.call_http(function, kwargs, context)
+        except Exception:
+            return False, None
+
+    async def call_http(self, function, kwargs: dict, context: InvocationContext) -> Any:
+        """The function's return value; what it raised is logged and re-raised (FastAPI mode
+        answers it the way FastAPI does)."""
         invocation = Invocation(function.name, context.invocation_id)
         if function.wants_context:
             kwargs["context"] = context
@@ -168,9 +176,9 @@ class Invoker:
             result = await self._call(function.fn, kwargs, function.is_async, self.http_pool)
         except Exception as exc:
             invocation.failed(exc)
-            return False, None
+            raise
         invocation.succeeded()
-        return True, result
+        return result
 
     async def run_mcp_tool(self, tool, kwargs: dict) -> Any:
         """An MCP tool trigger's call; re-raises what the function raised (the MCP endpoint
