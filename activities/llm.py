@@ -372,10 +372,11 @@ class StepStream:
 
 @bp.activity_trigger(input_name="request")
 def call_llm(request: dict) -> dict:
-    """Durable activity ``call_llm`` (see ``call_llm_impl`` for the contract); with a
-    ``turn_id`` it streams from the provider into the turn's stream journal."""
+    """Durable activity ``call_llm`` (see ``call_llm_impl`` for the contract); for a streamed
+    turn (``stream`` and a ``turn_id``) it streams from the provider into the turn's stream
+    journal. Other turns make one plain call: no journal writes, no per-chunk work."""
     turn_id = str(request.get("turn_id") or "") if isinstance(request, dict) else ""
-    if not turn_id:
+    if not turn_id or not request.get("stream"):
         return call_llm_impl(request)
     with StepStream(turn_id, request.get("step")) as live:
         return call_llm_impl(request, on_delta=live.delta, on_restart=live.restart)

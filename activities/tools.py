@@ -90,7 +90,7 @@ async def run_tool_live(name: str, call) -> object:
     """run_tool, with the call and its outcome published to the turn's stream journal
     (`tool_call`, then `tool_result`; a retried call repeats both under the same id)."""
     turn_id = str(call.get("turn_id") or "") if isinstance(call, dict) else ""
-    if not turn_id:
+    if not turn_id or not call.get("stream"):  # only streamed turns write live events
         return await run_tool(name, call)
     call_id = str(call.get("call_id") or "")
     await asyncio.to_thread(journal.publish, turn_id, "tool_call", {

@@ -158,6 +158,8 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
         if turn.response_format is not None:
             turn_input["response_format"] = turn.response_format
         streamed = wants_event_stream(req)
+        if streamed:  # only a streamed turn writes its live events to the journal
+            turn_input["stream"] = True
         if streamed and not (key and runtime_status(await client.get_status(instance_id))):
             # event 1 of the stream, ahead of anything the turn itself publishes
             await asyncio.to_thread(publish, turn_id, "turn", {

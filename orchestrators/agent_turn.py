@@ -182,11 +182,12 @@ def approvals(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
 
     publish()
     # the live stream hears of the calls once the turn accepts decisions for them
-    yield context.call_activity(PUBLISH_ACTIVITY, {"turn_id": turn["turn_id"], "events": [
-        {"kind": "approval_pending", "data": {"id": c["id"], "tool": c["name"],
-                                              "arguments": c["parsed"],
-                                              "approve_url": approval_path(agent, turn, c["id"])}}
-        for c in calls]})
+    if turn.get("stream"):
+        yield context.call_activity(PUBLISH_ACTIVITY, {"turn_id": turn["turn_id"], "events": [
+            {"kind": "approval_pending", "data": {
+                "id": c["id"], "tool": c["name"], "arguments": c["parsed"],
+                "approve_url": approval_path(agent, turn, c["id"])}}
+            for c in calls]})
     while len(decisions) < len(calls):
         waiting = [events[c["id"]] for c in calls if c["id"] not in decisions]
         winner = yield context.task_any(waiting + [timer])
@@ -243,7 +244,7 @@ def run_tools(context: df.DurableOrchestrationContext, agent, turn: dict, calls:
             continue
         pending[call["id"]] = context.call_activity_with_retry(call["name"], tool_retry(spec), {
             "call_id": call["id"], "arguments": call["parsed"], "turn_id": turn["turn_id"],
-            "thread_id": turn["thread_id"]})
+            "thread_id": turn["thread_id"], "stream": bool(turn.get("stream"))})
     by_id = {c["id"]: c for c in calls}
     while pending:
         try:
@@ -310,6 +311,7 @@ def run_steps(context: df.DurableOrchestrationContext, agent, turn: dict, histor
     max_steps, max_calls = int(setting(agent, "max_steps")), int(setting(agent, "max_tool_calls"))
     for step in range(1, max_steps + 1):
         request = {"agent": agent.to_activity(), "turn_id": turn["turn_id"], "step": step,
+                   "stream": bool(turn.get("stream")),
                    "messages": prompt + [conversation.wire_message(m) for m in produced]}
         if schemas:
             request["tools"] = schemas
