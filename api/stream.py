@@ -21,8 +21,8 @@ from azurefunctions.extensions.http.fastapi import StreamingResponse
 
 from core import journal, settings
 
-from .common import agent_or_404, problem_response, runtime_status, thread_key_or_error
-from .run import ended_problem, turn_instance_id
+from .common import problem_response, runtime_status
+from .run import ended_problem, named_turn, turn_status_or_404
 from .turn_request import Problem
 from .web import fastapi_route
 
@@ -67,6 +67,9 @@ async def turn_events(client, turn_id: str, instance_id: str, after):
             quiet_since, delay = loop.time(), FIRST_POLL_SECONDS
             continue
         if await asyncio.to_thread(j.finished, turn_id):
+            # another reader may have written the closing event since this one last read
+            for event in await asyncio.to_thread(j.read, turn_id, after):
+                yield journal.sse_event(event)
             return
         if closing is None:
             closing = closing_event(await client.get_status(instance_id))
@@ -104,13 +107,9 @@ def parse_after(req: func.HttpRequest) -> int | None:
 @fastapi_route
 async def http_turn_stream(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
-        agent = agent_or_404(req)
-        key = thread_key_or_error(agent, req.route_params["thread_id"])
-        turn_id = req.route_params["turn_id"]
+        agent, key, turn_id, instance_id = named_turn(req)
         after = parse_after(req)
-        instance_id = turn_instance_id(key, turn_id)
-        if not runtime_status(await client.get_status(instance_id)):
-            raise Problem(404, "turn_not_found", f"no turn '{turn_id}' on this thread")
+        await turn_status_or_404(client, instance_id, turn_id)
     except Problem as problem:
         return problem_response(problem)
     return event_stream(client, turn_id, instance_id, after,

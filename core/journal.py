@@ -598,6 +598,9 @@ async def sse_stream(j: Journal, turn_id: str, after=None, *, heartbeat_seconds:
         if events:
             continue
         if await asyncio.to_thread(j.finished, turn_id):
+            # another reader may have written the closing event since this one last read
+            for event in await asyncio.to_thread(j.read, turn_id, after):
+                yield sse_event(event)
             return
         closing = await settle() if settle is not None else None
         if closing:
