@@ -18,9 +18,8 @@ import azure.functions as func
 
 from orchestrators.agent_turn import APPROVAL_EVENT
 
-from .common import (agent_or_404, json_response, problem_response, runtime_status,
-                     thread_key_or_error, waiting_for_approval)
-from .run import turn_instance_id
+from .common import json_response, problem_response, runtime_status, waiting_for_approval
+from .run import named_turn, turn_status_or_404
 from .turn_request import Problem
 from .web import fastapi_route
 
@@ -86,16 +85,12 @@ def conflict(decision: dict) -> Problem:
 @fastapi_route
 async def http_decide(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
-        agent = agent_or_404(req)
-        key = thread_key_or_error(agent, req.route_params["thread_id"])
-        turn_id, call_id = req.route_params["turn_id"], req.route_params["call_id"]
+        agent, key, turn_id, instance_id = named_turn(req)
+        call_id = req.route_params["call_id"]
         decision = parse_decision(req.get_body())
         decision["by"] = req.headers.get("x-ms-client-principal-name") or decision["by"] \
             or "anonymous"
-        instance_id = turn_instance_id(key, turn_id)
-        status = await client.get_status(instance_id)
-        if not runtime_status(status):
-            raise Problem(404, "turn_not_found", f"no turn '{turn_id}' on this thread")
+        status = await turn_status_or_404(client, instance_id, turn_id)
         earlier = recorded(status, call_id)
         if earlier:
             raise conflict(earlier)

@@ -52,6 +52,22 @@ def turn_instance_id(thread_key: str, turn_id: str) -> str:
     return f"turn-{thread_key}-{turn_id}"
 
 
+def named_turn(req: func.HttpRequest):
+    """(agent, thread key, turn id, instance id) of a `…/threads/{thread_id}/turns/{turn_id}`
+    route; 404 for an unknown agent or another agent's thread, 400 for a malformed id."""
+    agent = agent_or_404(req)
+    key = thread_key_or_error(agent, req.route_params["thread_id"])
+    turn_id = req.route_params["turn_id"]
+    return agent, key, turn_id, turn_instance_id(key, turn_id)
+
+
+async def turn_status_or_404(client, instance_id: str, turn_id: str):
+    status = await client.get_status(instance_id)
+    if not runtime_status(status):
+        raise Problem(404, "turn_not_found", f"no turn '{turn_id}' on this thread")
+    return status
+
+
 def idempotency_key(req: func.HttpRequest) -> str | None:
     return parse_idempotency_key(req.headers.get("Idempotency-Key"))
 

@@ -24,7 +24,7 @@ from orchestrators.housekeeping import DELETE_ORCHESTRATOR
 from .common import (agent_or_404, json_response, problem_response, read_thread,
                      runtime_status, thread_key_or_error, wait_for_instance,
                      waiting_for_approval)
-from .run import failure, pending_list, turn_instance_id
+from .run import failure, named_turn, pending_list, turn_status_or_404
 from .turn_request import Problem
 from .web import fastapi_route
 
@@ -150,13 +150,8 @@ async def delete_thread(client, agent, key: str) -> func.HttpResponse:
 @fastapi_route
 async def http_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient):
     try:
-        agent = agent_or_404(req)
-        key = thread_key_or_error(agent, req.route_params["thread_id"])
-        turn_id = req.route_params["turn_id"]
-        instance_id = turn_instance_id(key, turn_id)
-        status = await client.get_status(instance_id)
-        if not runtime_status(status):
-            raise Problem(404, "turn_not_found", f"no turn '{turn_id}' on this thread")
+        agent, key, turn_id, instance_id = named_turn(req)
+        status = await turn_status_or_404(client, instance_id, turn_id)
     except Problem as problem:
         return problem_response(problem)
     runtime = runtime_status(status)

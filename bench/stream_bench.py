@@ -5,7 +5,9 @@ chunk timing (the fake OpenAI-compatible server records when it sent each chunk)
   fake model sent its first content chunk (and, for scale, minus the time the POST was sent);
 - per-event overhead: for every content chunk, client receive time minus model send time
   (the whole path: provider stream → LLM activity → journal → SSE reader → HTTP → client);
-- the same turn not streamed, for the end-to-end comparison.
+- the same turn not streamed: the LLM activity then makes one plain call, which the fake model
+  answers at once (its chunk spacing applies to streamed calls only), so this row is the
+  durable turn without streaming, not a slow model.
 Both clocks are time.time() on this machine. Prints one table; no thresholds.
 """
 from __future__ import annotations
@@ -25,14 +27,10 @@ sys.path.insert(0, str(ROOT))
 import httpx2 as httpx  # noqa: E402
 
 from conftest import DevhostProcess, app_env  # noqa: E402
+from bench.__main__ import pct  # noqa: E402
 from tests.fake_openai import FakeOpenAI, reply, streamed  # noqa: E402
 
 RUN = "/api/agents/MyDurableAgent/run"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def streamed_turn(host: DevhostProcess) -> tuple[float, list[tuple[float, str]]]:
@@ -93,7 +91,7 @@ def main() -> None:
                     ("first delta after model's first chunk", first_after_model),
                     ("first delta after POST", first_after_post),
                     ("per-event overhead (chunk -> client)", per_event),
-                    ("whole turn, not streamed", plain)):
+                    ("whole turn, not streamed (plain call)", plain)):
                 print(f"{name:38} {statistics.median(values):8.1f}ms {pct(values, 0.95):8.1f}ms")
         finally:
             host.kill()

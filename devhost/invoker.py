@@ -169,50 +169,41 @@ class Invoker:
     async def call_http(self, function, kwargs: dict, context: InvocationContext) -> Any:
         """The function's return value; what it raised is logged and re-raised (FastAPI mode
         answers it the way FastAPI does)."""
-        invocation = Invocation(function.name, context.invocation_id)
-        if function.wants_context:
-            kwargs["context"] = context
-        try:
-            result = await self._call(function.fn, kwargs, function.is_async, self.http_pool)
-        except Exception as exc:
-            invocation.failed(exc)
-            raise
-        invocation.succeeded()
-        return result
+        return await self._invoke(function, kwargs, context, self.http_pool)
 
     async def run_mcp_tool(self, tool, kwargs: dict) -> Any:
         """An MCP tool trigger's call; re-raises what the function raised (the MCP endpoint
         answers it as a tool error) after logging it like any failed invocation."""
-        context = InvocationContext(tool.name)
-        if tool.client_param:
-            kwargs[tool.client_param] = self.client_binding(tool.client_hub,
-                                                            tool.client_connection)
-        if tool.wants_context:
-            kwargs["context"] = context
-        invocation = Invocation(tool.name, context.invocation_id)
+        self._bind_client(tool, kwargs)
+        return await self._invoke(tool, kwargs, InvocationContext(tool.name), self.http_pool)
+
+    async def run_timer(self, function, timer_request) -> None:
+        kwargs = {function.timer_param: timer_request}
+        self._bind_client(function, kwargs)
         try:
-            result = await self._call(tool.fn, kwargs, tool.is_async, self.http_pool)
+            await self._invoke(function, kwargs, InvocationContext(function.name),
+                               self.activity_pool)
+        except Exception:  # the user's code (logged): keep the schedule
+            pass
+
+    def _bind_client(self, function, kwargs: dict) -> None:
+        if function.client_param:
+            kwargs[function.client_param] = self.client_binding(function.client_hub,
+                                                                function.client_connection)
+
+    async def _invoke(self, function, kwargs: dict, context: InvocationContext,
+                      pool: ThreadPoolExecutor) -> Any:
+        """One logged invocation of an HTTP, MCP or timer function; re-raises its failure."""
+        invocation = Invocation(function.name, context.invocation_id)
+        if function.wants_context:
+            kwargs["context"] = context
+        try:
+            result = await self._call(function.fn, kwargs, function.is_async, pool)
         except Exception as exc:
             invocation.failed(exc)
             raise
         invocation.succeeded()
         return result
-
-    async def run_timer(self, function, timer_request) -> None:
-        context = InvocationContext(function.name)
-        kwargs = {function.timer_param: timer_request}
-        if function.client_param:
-            kwargs[function.client_param] = self.client_binding(function.client_hub,
-                                                                function.client_connection)
-        if function.wants_context:
-            kwargs["context"] = context
-        invocation = Invocation(function.name, context.invocation_id)
-        try:
-            await self._call(function.fn, kwargs, function.is_async, self.activity_pool)
-        except Exception as exc:  # the user's code: report it, keep the schedule
-            invocation.failed(exc)
-            return
-        invocation.succeeded()
 
 
 class Invocation:
