@@ -1,12 +1,15 @@
 """What the HTTP functions share: JSON problems, agent and thread lookup, waiting on an
-orchestration with a millisecond back-off."""
+orchestration: started and awaited in one call to the host, or polled with a millisecond
+back-off."""
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timezone
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
 from core.agents import Agent, find_agent
 from core.threads import ThreadIdError, format_thread_id, parse_thread_id
@@ -14,7 +17,9 @@ from core.threads import ThreadIdError, format_thread_id, parse_thread_id
 from .turn_request import Problem
 
 FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.002, 0.02
+APPROVAL_CHECK_FIRST, APPROVAL_CHECK_MAX = 0.1, 1.0
 TERMINAL = ("Completed", "Failed", "Terminated", "Canceled")
+ENDED_WITHOUT_OUTPUT = ("Failed", "Terminated", "Canceled")
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
@@ -90,3 +95,64 @@ async def wait_for_instance(client: df.DurableOrchestrationClient, instance_id: 
             return status
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, MAX_POLL_SECONDS)
+
+
+async def start_and_wait(client: df.DurableOrchestrationClient, orchestrator: str,
+                         instance_id: str, value, timeout: float,
+                         watch_for_approval: bool = False):
+    """Start an orchestration and wait for it to end, in ONE call to the host: the Durable
+    extension's start webhook with `timeout` and `pollingInterval` (the binding's
+    createAndWaitOnNewInstancePostUri, on the worker's rpc base like `start_new`). The host
+    answers 200 with the output once the instance has completed (a failed, terminated or
+    canceled one: 200 with its status), or 202 when `timeout` passes first. A poll-free
+    provider wakes the wait when the instance ends; others poll in the host, not here.
+
+    The SDK has no method for it, so this makes `start_new`'s own request with the query added
+    (the client's rpc base and request helper). Returns the status: one built from the answer
+    when it ended, else a fresh `get_status`. A turn may stop for a person instead of ending:
+    with `watch_for_approval` a slow status check (0.1 s, doubling to 1 s) ends the wait when
+    the turn is waiting for an approval."""
+    bindings = client._orchestration_bindings
+    interval = min(timeout, MAX_POLL_SECONDS)
+    url = (f"{bindings.rpc_base_url}orchestrators/{orchestrator}/{instance_id}"
+           f"?timeout={timeout:g}&pollingInterval={interval:g}")
+    call = asyncio.ensure_future(client._post_async_request(
+        url, client._get_json_input(value), function_invocation_id=client._function_invocation_id))
+    if watch_for_approval:
+        waiting = await _until_waiting_for_approval(client, instance_id, call)
+        if waiting is not None:
+            return waiting
+    code, body = await call
+    if code == 200:
+        return ended_status(instance_id, body)
+    if code == 202:
+        return await client.get_status(instance_id)
+    message = body.get("ExceptionMessage") or body.get("Message") if isinstance(body, dict) \
+        else body
+    raise Exception(f"starting '{orchestrator}' failed with {code}: {message}")
+
+
+def ended_status(instance_id: str, body) -> DurableOrchestrationStatus:
+    """The status of an instance the start-and-wait call saw end: a status document for a
+    failed, terminated or canceled one, the output itself for a completed one."""
+    if isinstance(body, dict) and body.get("instanceId") == instance_id \
+            and body.get("runtimeStatus") in ENDED_WITHOUT_OUTPUT:
+        return DurableOrchestrationStatus.from_json(body)
+    now = datetime.now(timezone.utc).isoformat()
+    return DurableOrchestrationStatus(instanceId=instance_id, runtimeStatus="Completed",
+                                      output=body, createdTime=now, lastUpdatedTime=now)
+
+
+async def _until_waiting_for_approval(client, instance_id: str, call: asyncio.Future):
+    """The status once the instance waits for an approval (the call is then cancelled), or
+    None when the call finished first."""
+    delay = APPROVAL_CHECK_FIRST
+    while True:
+        done, _ = await asyncio.wait([call], timeout=delay)
+        if done:
+            return None
+        status = await client.get_status(instance_id)
+        if waiting_for_approval(status):
+            call.cancel()
+            return status
+        delay = min(delay * 2, APPROVAL_CHECK_MAX)

@@ -25,7 +25,7 @@ from core.threads import format_thread_id
 
 from orchestrators.housekeeping import ensure_housekeeping
 
-from .common import runtime_status, wait_for_instance, waiting_for_approval
+from .common import runtime_status, waiting_for_approval
 from .run import failure, resolve_thread, start_turn, turn_instance_id, turn_wait_seconds
 from .turn_request import Problem, TurnRequest, max_message_bytes
 
@@ -81,16 +81,15 @@ async def run_tool(agent: Agent, context: str | dict, client) -> str:
     turn_id = uuid.uuid4().hex
     instance_id = turn_instance_id(thread_key, turn_id)
     thread_id = format_thread_id(agent.name, thread_key)
-    await start_turn(client, instance_id, {
-        "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
-        "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, False)
     try:
         await ensure_housekeeping(client)
     except Exception:  # never costs the caller their turn; retried by the next request
         log.exception("could not start the thread clean-up")
     ids = {"thread_id": thread_id, "turn_id": turn_id}
-    status = await wait_for_instance(client, instance_id, turn_wait_seconds(),
-                                     stop_when_waiting=True)
+    status = await start_turn(client, instance_id, {
+        "agent": agent.name, "thread_key": thread_key, "thread_id": thread_id,
+        "message": turn.message, "turn_id": turn_id, "new_thread": is_new}, False,
+        turn_wait_seconds(), bool(agent.require_approval))
     runtime = runtime_status(status)
     waiting = waiting_for_approval(status)
     if waiting:  # not a failure: a person decides, then the reply lands in the thread

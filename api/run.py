@@ -1,7 +1,9 @@
 """`POST /api/agents/{name}/run`: validate, start one turn orchestration, wait for it briefly.
 
-The wait is our own short back-off over the durable client's status (milliseconds, not the
-SDK's one-second polling), because turn latency is a headline figure. A turn that outlasts
+A new turn is started and awaited in one call to the Durable host (its start webhook with
+`timeout`, woken when the turn ends; api.common.start_and_wait), because turn latency is a
+headline figure; an idempotent repeat of a started turn polls its status with a millisecond
+back-off (not the SDK's one-second polling). A turn that outlasts
 TURN_WAIT_SECONDS answers 202 with the standard status URLs; its output is the same document.
 An `Idempotency-Key` header makes a repeated POST return the first one's turn.
 """
@@ -23,7 +25,7 @@ from orchestrators.agent_turn import TURN_ORCHESTRATOR
 from orchestrators.housekeeping import ensure_housekeeping
 
 from .common import (absolute, agent_or_404, json_response, problem_response, read_thread,
-                     runtime_status, thread_key_or_error, wait_for_instance,
+                     runtime_status, start_and_wait, thread_key_or_error, wait_for_instance,
                      waiting_for_approval)
 from .turn_request import Problem, TurnRequest, parse_idempotency_key, parse_run_request
 from .web import check_status_response, fastapi_route
@@ -139,20 +141,33 @@ def stored_input(status) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-async def start_turn(client, instance_id: str, turn_input: dict, replayable: bool) -> None:
-    """Start the turn, unless an idempotent repeat finds it already started."""
+async def start_turn(client, instance_id: str, turn_input: dict, replayable: bool,
+                     wait: float | None = None, may_need_approval: bool = False):
+    """Start the turn, unless an idempotent repeat finds it already started. With `wait`,
+    wait up to that long for it to end (or to stop for an approval) and return the last
+    status; a fresh turn is started and awaited in one call to the host."""
     if replayable:
         existing = await client.get_status(instance_id)
         if runtime_status(existing):
             if stored_input(existing).get("message") != turn_input["message"]:
                 raise Problem(422, "idempotency_key_reused", "this Idempotency-Key was used "
                               "for another message on this thread")
-            return
+            return await waited(client, instance_id, wait)
     try:
+        if wait is not None:
+            return await start_and_wait(client, TURN_ORCHESTRATOR, instance_id, turn_input,
+                                        wait, watch_for_approval=may_need_approval)
         await client.start_new(TURN_ORCHESTRATOR, instance_id, turn_input)
     except Exception:
         if not replayable or not runtime_status(await client.get_status(instance_id)):
             raise  # a concurrent repeat may have started it first; anything else is real
+    return await waited(client, instance_id, wait)
+
+
+async def waited(client, instance_id: str, wait: float | None):
+    if wait is None:
+        return None
+    return await wait_for_instance(client, instance_id, wait, stop_when_waiting=True)
 
 
 @bp.route(route="agents/{name}/run", methods=None, auth_level=func.AuthLevel.FUNCTION)
@@ -181,20 +196,20 @@ async def http_run_agent(req: func.HttpRequest, client: df.DurableOrchestrationC
             await asyncio.to_thread(publish, turn_id, "turn", {
                 "thread_id": thread_id, "turn_id": turn_id, "instance_id": instance_id,
                 "agent": agent.name})
-        await start_turn(client, instance_id, turn_input, key is not None)
+        try:
+            await ensure_housekeeping(client)
+        except Exception:  # the clean-up must never cost a user their turn; retried next request
+            logging.getLogger(__name__).exception("could not start the thread clean-up")
+        wait = turn_wait_seconds() if turn.wait and not streamed else None
+        status = await start_turn(client, instance_id, turn_input, key is not None, wait,
+                                  bool(agent.require_approval))
     except Problem as problem:
         return problem_response(problem)
 
-    try:
-        await ensure_housekeeping(client)
-    except Exception:  # the clean-up must never cost a user their turn; retried next request
-        logging.getLogger(__name__).exception("could not start the thread clean-up")
     if streamed:
         return event_stream(client, turn_id, instance_id, None, headers)
     if not turn.wait:
         return accepted_response(client, req, instance_id, headers)
-    status = await wait_for_instance(client, instance_id, turn_wait_seconds(),
-                                     stop_when_waiting=True)
     if runtime_status(status) == "Completed":
         return completed_response(status.output, turn, headers)
     ended = ended_problem(status)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 import uuid
@@ -26,6 +27,18 @@ def validate_instance_id(instance_id: str) -> str:
         raise BadRequest(f"invalid instance id {instance_id!r}: 1-256 characters, not starting "
                          "with '@', without '/', '\\', '?', '#' or control characters")
     return instance_id
+
+
+def parse_seconds(name: str, value: str) -> float:
+    """A TimeSpan query parameter in seconds (`timeout`, `pollingInterval`), as the extension
+    reads them, refused when it is not a finite number >= 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadRequest(f"query parameter '{name}' must be a number of seconds (>= 0)")
+    return seconds
 
 
 def decode_start_input(body: bytes) -> tuple[str | None, str | None]:
@@ -77,6 +90,26 @@ def status(engine: Engine, instance_id: str, *, show_input: bool = True,
     """The status document, read on the loop (cheap without history; see fetch_status)."""
     return _status_document(engine, engine.store, instance_id, show_input, show_history,
                             show_history_output)
+
+
+async def wait_for_end(engine: Engine, instance_id: str, timeout: float) -> dict | None:
+    """The status document once the instance has ended, or None when `timeout` seconds pass
+    first: the start webhook's `?timeout=` wait as a poll-free provider answers it (the
+    extension's WaitForCompletionOrCreateCheckStatusResponse), woken by the commit that changes
+    the status instead of polling. Only the status column is read until it is terminal."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        row = engine.store.get_instance(instance_id)
+        if row is not None and row["status"] in p.TERMINAL_STATUSES:
+            return status(engine, instance_id)
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return None
+        try:
+            await asyncio.wait_for(engine.wait_for_status(instance_id), remaining)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def fetch_status(engine: Engine, instance_id: str, *, show_input: bool = True,

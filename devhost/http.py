@@ -7,14 +7,12 @@ loopback-only rpc listener), so requiring keys on the public webhooks never brea
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
 import ipaddress
 import json
 import logging
-import math
 import os
 import secrets
 import uuid
@@ -254,15 +252,7 @@ def _int_query(request: web.Request, name: str) -> int | None:
 
 def _seconds_query(request: web.Request, name: str) -> float | None:
     value = request.query.get(name)
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not math.isfinite(seconds) or seconds < 0:
-        raise BadRequest(f"query parameter '{name}' must be a number of seconds (>= 0)")
-    return seconds
+    return None if value is None else commands.parse_seconds(name, value)
 
 
 def _public_base(request: web.Request) -> str:
@@ -320,21 +310,12 @@ def management_routes(rpc: bool) -> web.RouteTableDef:
                              request.query.get("version") if rpc else None)
         if timeout is None:
             return check_status_response(request, row["instance_id"])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            document = commands.status(engine, row["instance_id"])
-            if document and document["runtimeStatus"] in p.TERMINAL_STATUSES:
-                if document["runtimeStatus"] == "Completed":
-                    return web.json_response(document["output"])
-                return web.json_response(document)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return check_status_response(request, row["instance_id"])
-            try:
-                await asyncio.wait_for(engine.wait_for_status(row["instance_id"]), remaining)
-            except asyncio.TimeoutError:
-                pass
+        document = await commands.wait_for_end(engine, row["instance_id"], timeout)
+        if document is None:
+            return check_status_response(request, row["instance_id"])
+        if document["runtimeStatus"] == "Completed":
+            return web.json_response(document["output"])
+        return web.json_response(document)
 
     @routes.get("/instances")
     @routes.get("/instances/")

@@ -10,6 +10,11 @@ same status code and the same JSON body (through JSON text, as the wire would ca
     GET  {rpc}instances/{id}              get_status      200 / 202 / 404
     GET  {rpc}entities/{name}/{key}       read_entity_state  200 / 404
     POST {rpc}orchestrators/{name}[/{id}] start_new       202 / 400 / 409
+    POST {rpc}orchestrators/{name}[/{id}]?timeout=…  start and wait   200 (output) / 202
+
+The last is the extension's start webhook with `timeout` (its createAndWaitOnNewInstancePostUri):
+a poll-free provider waits for the instance to end; here the wait is woken by the commit that
+ends it (commands.wait_for_end), exactly as the management handler waits.
 
 Each answer still yields to the loop once, as a call over the wire does (an app polling
 get_status without a sleep must not starve the orchestration it waits for). Everything else,
@@ -49,7 +54,7 @@ class Loopback:
                                                                       post)
 
         async def get_async_request(url: str, function_invocation_id: str = None):
-            answer = self.answer("GET", url, None)
+            answer = await self.answer("GET", url, None)
             if answer is None:
                 return await get(url, function_invocation_id)
             await asyncio.sleep(0)  # a call over the wire yields to the loop: so does this one
@@ -58,7 +63,7 @@ class Loopback:
         async def post_async_request(url: str, data: Any = None, trace_parent: str = None,
                                      trace_state: str = None,
                                      function_invocation_id: str = None):
-            answer = self.answer("POST", url, data)
+            answer = await self.answer("POST", url, data)
             if answer is not None:
                 await asyncio.sleep(0)
                 return answer
@@ -68,7 +73,7 @@ class Loopback:
         post_async_request._devhost_over_http = post
         module.get_async_request, module.post_async_request = get_async_request, post_async_request
 
-    def answer(self, method: str, url: str, data: Any) -> list | None:
+    async def answer(self, method: str, url: str, data: Any) -> list | None:
         """[status, body] as the SDK's helper returns it, or None: go over HTTP."""
         if not url.startswith(self.rpc_base) or not self._on_engine_loop():
             return None
@@ -79,6 +84,8 @@ class Loopback:
             return None
         try:
             status, body = route(parts, parsed.query, data)
+            if asyncio.iscoroutine(body):  # start and wait: the start is done, now the wait
+                status, body = await body
         except DevhostError as exc:  # none of these three raises InvalidOperation
             status, body = exc.status, p.error_body(exc.message)
         except Exception as exc:
@@ -102,7 +109,7 @@ class Loopback:
         if method == "GET" and len(parts) == 3 and parts[0] == "entities" and all(parts[1:]):
             return self._read_entity
         if method == "POST" and len(parts) in (2, 3) and parts[0] == "orchestrators" \
-                and all(parts[1:]) and "timeout" not in query and "pollingInterval" not in query:
+                and all(parts[1:]):
             return self._start
         return None
 
@@ -118,11 +125,27 @@ class Loopback:
         return (404, None) if state is None else (200, json.loads(state))
 
     def _start(self, parts, query, data):
+        timeout = _seconds(query, "timeout")  # validated before anything starts
+        _seconds(query, "pollingInterval")
         body = b"" if data is None else json.dumps(data).encode()
         row = commands.start(self.engine, parts[1], parts[2] if len(parts) == 3 else None, body,
                              query.get("version"))
-        return 202, p.management_urls(self.public_base, row["instance_id"], self.hub,
-                                      code=self.code, rewind=False)
+        accepted = p.management_urls(self.public_base, row["instance_id"], self.hub,
+                                     code=self.code, rewind=False)
+        if timeout is None:
+            return 202, accepted
+        return 202, self._wait(row["instance_id"], timeout, accepted)
+
+    async def _wait(self, instance_id: str, timeout: float, accepted: dict):
+        document = await commands.wait_for_end(self.engine, instance_id, timeout)
+        if document is None:
+            return 202, accepted
+        return 200, document["output"] if document["runtimeStatus"] == "Completed" else document
+
+
+def _seconds(query, name: str) -> float | None:
+    value = query.get(name)
+    return None if value is None else commands.parse_seconds(name, value)
 
 
 def _flag(query, name: str, default: bool) -> bool:

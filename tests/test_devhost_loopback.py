@@ -1,4 +1,5 @@
-"""devhost answers the SDK client's get_status, read_entity_state and start_new in-process
+"""devhost answers the SDK client's get_status, read_entity_state, start_new and the start
+webhook with `timeout` in-process
 (devhost/loopback.py): the app must see exactly what the same calls over HTTP return."""
 import json
 import time
@@ -40,6 +41,21 @@ def test_start_new_errors_are_the_same_either_way(host):
     wait_for_status(host, "busy", ("Running",))
     conflict = both(host, "start", name="waits", id="busy", same="1")
     assert "error" in conflict and "busy" in conflict["error"]
+
+
+def test_start_and_wait_answers_the_same_either_way(host):
+    done = both(host, "startwait", name="relay", id="sw", input=json.dumps("go"), timeout="30")
+    assert done == [200, "GO"], done
+    failed = both(host, "startwait", name="fails", id="sf", input=json.dumps("luck"),
+                  timeout="30")
+    assert failed[0] == 200 and failed[1]["runtimeStatus"] == "Failed", failed
+    assert "no luck" in json.dumps(failed[1]["output"]), failed
+    pending = both(host, "startwait", name="waits", id="sp", timeout="0.2")
+    assert pending[0] == 202 and pending[1]["id"] == "sp", pending
+    assert "statusQueryGetUri" in pending[1], pending
+    bad = both(host, "startwait", name="hello", id="sb", timeout="soon")
+    assert bad[0] == 400, bad
+    assert host.request("GET", f"{WEBHOOKS}/instances/sb-in").status == 404  # nothing started
 
 
 def test_get_status_is_the_same_either_way(host):

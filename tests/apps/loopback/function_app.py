@@ -33,6 +33,17 @@ async def ask(client, op: str, params: dict, suffix: str):
                 instance_id += suffix
             return {"id": await client.start_new(params["name"], instance_id,
                                                  json.loads(params.get("input", "null")))}
+        if op == "startwait":  # the start webhook with `timeout`, as api.common makes it
+            instance_id = params["id"] + suffix
+            url = (f"{client._orchestration_bindings.rpc_base_url}orchestrators/"
+                   f"{params['name']}/{instance_id}?timeout={params['timeout']}"
+                   "&pollingInterval=0.02")
+            code, body = await client._post_async_request(
+                url, client._get_json_input(json.loads(params.get("input", "null"))))
+            # each answer names its own instance and the host name it was asked by: compare
+            # them with the suffix and the name taken out
+            text = json.dumps(body).replace(instance_id, params["id"])
+            return [code, json.loads(text.replace("://localhost:", "://127.0.0.1:"))]
     except Exception as exc:  # the SDK's exception for an error answer, compared as text
         return {"error": f"{type(exc).__name__}: {exc}"}
     raise ValueError(op)
@@ -65,6 +76,11 @@ async def busy(req: func.HttpRequest, client):
 @app.orchestration_trigger(context_name="context")
 def hello(context: df.DurableOrchestrationContext):
     return f"hello {context.get_input()}"
+
+
+@app.orchestration_trigger(context_name="context")
+def fails(context: df.DurableOrchestrationContext):
+    raise ValueError(f"no {context.get_input()}")
 
 
 @app.orchestration_trigger(context_name="context")
