@@ -19,15 +19,16 @@ wrong); still invalid → ``ok: False`` kind ``invalid_structured_output`` (502)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import threading
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 import azure.durable_functions as df
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from core import structured
 
@@ -42,8 +43,8 @@ DEFAULT_RETRY_MAX_WAIT_SECONDS = 4.0
 DEFAULT_RETRY_AFTER_MAX_SECONDS = 30.0
 ROLES = ("system", "user", "assistant", "tool")
 
-# Indirection so tests can make waits instant; tenacity calls it with seconds.
-sleep: Callable[[float], None] = time.sleep
+# Indirection so tests can make waits instant; tenacity awaits it with seconds.
+sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 bp = df.Blueprint()
 providers.announce_startup()
@@ -83,8 +84,9 @@ def retry_settings() -> dict:
     }
 
 
-def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "",
-                     on_retry: Callable[[int, str], None] | None = None) -> tuple[dict, int]:
+async def run_with_retries(attempt: Callable[[], Awaitable[dict]], *, turn_id: str = "",
+                           on_retry: Callable[[int, str], None] | None = None
+                           ) -> tuple[dict, int]:
     """Run ``attempt`` with bounded retries of ``LLMTransientError``.
 
     ``on_retry(attempt_number, reason)`` is called before each retried attempt (2, 3, ...).
@@ -118,16 +120,16 @@ def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "",
             state.outcome.exception(),
         )
 
-    def counted() -> dict:
+    async def counted() -> dict:
         nonlocal made
         made += 1
         if made > 1 and on_retry is not None:
             on_retry(made, last_failure)
-        return attempt()
+        return await attempt()
 
     last_failure = ""
 
-    retrying = Retrying(
+    retrying = AsyncRetrying(
         stop=stop_after_attempt(cfg["attempts"]),
         wait=wait,
         retry=retry_if_exception(retryable),
@@ -136,7 +138,7 @@ def run_with_retries(attempt: Callable[[], dict], *, turn_id: str = "",
         reraise=True,
     )
     try:
-        return retrying(counted), made
+        return await retrying(counted), made
     except LLMTransientError as exc:
         plural = "attempt" if made == 1 else "attempts"
         reason = exc.message
@@ -221,7 +223,19 @@ def _add_usage(total: dict, used: dict) -> dict:
 
 def call_llm_impl(request: dict, *, on_delta: Callable[[str], None] | None = None,
                   on_restart: Callable[[int, str], None] | None = None) -> dict:
-    """Plain-function body of the activity (importable and testable without the host).
+    """``call_llm_async`` for callers without an event loop (tests, scripts, the streamed
+    activity's thread); the loop's clients are closed with it."""
+    async def call() -> dict:
+        try:
+            return await call_llm_async(request, on_delta=on_delta, on_restart=on_restart)
+        finally:
+            await providers.close_loop_clients()
+    return asyncio.run(call())
+
+
+async def call_llm_async(request: dict, *, on_delta: Callable[[str], None] | None = None,
+                         on_restart: Callable[[int, str], None] | None = None) -> dict:
+    """Body of the activity (importable and testable without the host).
 
     Success: ``{"ok": True, "reply", "tool_calls": [{"id", "name", "arguments"}], "usage":
     {"prompt_tokens", "completion_tokens", "total_tokens"}, "model", "finish_reason",
@@ -244,7 +258,7 @@ def call_llm_impl(request: dict, *, on_delta: Callable[[str], None] | None = Non
         turn_id, messages, rf = checked["turn_id"], checked["messages"], checked["response_format"]
         attempts_total = 0
 
-        def model_call(conversation: list[dict]) -> dict:
+        async def model_call(conversation: list[dict]) -> dict:
             nonlocal attempts_total
             if attempts_total and on_restart is not None:  # the repair after a first reply
                 on_restart(attempts_total + 1, "the reply did not fit the response_format")
@@ -254,14 +268,15 @@ def call_llm_impl(request: dict, *, on_delta: Callable[[str], None] | None = Non
                 if on_restart is not None:
                     on_restart(base + number, reason)
 
-            result, made = run_with_retries(
-                lambda: providers.complete(checked["agent"], conversation, tools=checked["tools"],
-                                           response_format=rf, on_delta=on_delta),
+            result, made = await run_with_retries(
+                lambda: providers.acomplete(checked["agent"], conversation,
+                                            tools=checked["tools"], response_format=rf,
+                                            on_delta=on_delta),
                 turn_id=turn_id, on_retry=on_retry)
             attempts_total += made
             return result
 
-        result = model_call(messages)
+        result = await model_call(messages)
         output = None
         if rf is not None and not result["tool_calls"]:
             output, problem = structured.validate_reply(rf, result["reply"])
@@ -271,7 +286,7 @@ def call_llm_impl(request: dict, *, on_delta: Callable[[str], None] | None = Non
                 first_usage = result["usage"]
                 repair = messages + [{"role": "assistant", "content": result["reply"]},
                                      structured.repair_message(problem, rf)]
-                result = model_call(repair)
+                result = await model_call(repair)
                 result["usage"] = _add_usage(first_usage, result["usage"])
                 if not result["tool_calls"]:
                     output, problem = structured.validate_reply(rf, result["reply"])
@@ -371,15 +386,21 @@ class StepStream:
 
 
 @bp.activity_trigger(input_name="request")
-def call_llm(request: dict) -> dict:
-    """Durable activity ``call_llm`` (see ``call_llm_impl`` for the contract); for a streamed
-    turn (``stream`` and a ``turn_id``) it streams from the provider into the turn's stream
-    journal. Other turns make one plain call: no journal writes, no per-chunk work."""
+async def call_llm(request: dict) -> dict:
+    """Durable activity ``call_llm`` (see ``call_llm_async`` for the contract). A plain turn
+    makes one call with the async client on the worker's event loop: no journal writes, no
+    per-chunk work, no thread. A streamed turn (``stream`` and a ``turn_id``) streams from the
+    provider into the turn's stream journal, in a thread (the journal's writes are blocking)."""
     turn_id = str(request.get("turn_id") or "") if isinstance(request, dict) else ""
     if not turn_id or not request.get("stream"):
-        return call_llm_impl(request)
+        return await call_llm_async(request)
+    return await asyncio.to_thread(streamed_call, turn_id, request)
+
+
+def streamed_call(turn_id: str, request: dict) -> dict:
     with StepStream(turn_id, request.get("step")) as live:
         return call_llm_impl(request, on_delta=live.delta, on_restart=live.restart)
 
 
-__all__ = ["bp", "call_llm", "call_llm_impl", "run_with_retries", "retry_settings"]
+__all__ = ["bp", "call_llm", "call_llm_async", "call_llm_impl", "run_with_retries",
+           "retry_settings"]

@@ -13,6 +13,8 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -21,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable
 
 import openai
@@ -37,6 +40,9 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT_SECONDS = 60.0
 
 _clients: dict[tuple, Any] = {}
+# async clients belong to the event loop they were made on: one set per loop
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = \
+    weakref.WeakKeyDictionary()
 _clients_lock = threading.Lock()
 _announced: set[tuple] = set()
 _announce_lock = threading.Lock()
@@ -135,7 +141,8 @@ def _announce(key: tuple, message: str) -> None:
 # --------------------------------------------------------------------------- clients
 
 
-def _get_client(provider: str, timeout: float):
+def _client_settings(provider: str, timeout: float) -> tuple:
+    """The settings a client is built from; also its cache key."""
     if provider == "azure_openai":
         endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
         if not endpoint:
@@ -143,38 +150,65 @@ def _get_client(provider: str, timeout: float):
         api_version = os.environ.get("AZURE_OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
         api_key = os.environ.get("AZURE_OPENAI_API_KEY") or None
         client_id = os.getenv("AZURE_CLIENT_ID") or None
-        key = (provider, endpoint, api_version, api_key, client_id, timeout)
-    else:
-        base_url = os.environ.get("OPENAI_BASE_URL") or None
-        api_key = os.environ.get("OPENAI_API_KEY") or "not-needed"
-        key = (provider, base_url, api_key, timeout)
+        return (provider, endpoint, api_version, api_key, client_id, timeout)
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    api_key = os.environ.get("OPENAI_API_KEY") or "not-needed"
+    return (provider, base_url, api_key, timeout)
+
+
+def _get_client(provider: str, timeout: float, asynchronous: bool = False):
+    """A cached client for these settings: the sync one, or the async one of the running
+    event loop (an async client cannot move between loops)."""
+    key = _client_settings(provider, timeout)
     with _clients_lock:
-        client = _clients.get(key)
+        cache = _async_clients.setdefault(asyncio.get_running_loop(), {}) if asynchronous \
+            else _clients
+        client = cache.get(key)
         if client is None:
-            if provider == "azure_openai":
-                client = _build_azure_client(endpoint, api_version, api_key, client_id, timeout)
-            else:
-                client = openai.OpenAI(
-                    base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
-                )
-            _clients[key] = client
+            client = cache[key] = _build_client(key, asynchronous)
         return client
 
 
-def _build_azure_client(endpoint, api_version, api_key, client_id, timeout):
+def _build_client(settings: tuple, asynchronous: bool):
+    if settings[0] == "azure_openai":
+        _, endpoint, api_version, api_key, client_id, timeout = settings
+        return _build_azure_client(endpoint, api_version, api_key, client_id, timeout,
+                                   asynchronous)
+    _, base_url, api_key, timeout = settings
+    kind = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+    return kind(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+
+
+def _build_azure_client(endpoint, api_version, api_key, client_id, timeout,
+                        asynchronous: bool = False):
+    kind = openai.AsyncAzureOpenAI if asynchronous else openai.AzureOpenAI
     common = dict(azure_endpoint=endpoint, api_version=api_version, max_retries=0, timeout=timeout)
     if api_key:
-        return openai.AzureOpenAI(api_key=api_key, **common)
+        return kind(api_key=api_key, **common)
     # Keyless: Entra ID token from managed identity / developer login.
     credential = DefaultAzureCredential(managed_identity_client_id=client_id)
     token_provider = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
-    return openai.AzureOpenAI(azure_ad_token_provider=token_provider, **common)
+    if asynchronous:  # the credential caches tokens; a fetch must not block the loop
+        sync_provider = token_provider
+
+        async def token_provider() -> str:
+            return await asyncio.to_thread(sync_provider)
+    return kind(azure_ad_token_provider=token_provider, **common)
+
+
+async def close_loop_clients() -> None:
+    """Close the async clients of the running loop (before a short-lived loop ends)."""
+    with _clients_lock:
+        clients = list(_async_clients.pop(asyncio.get_running_loop(), {}).values())
+    for client in clients:
+        await client.close()
 
 
 def reset_clients() -> None:
     """Forget cached clients (tests; after rotating a key)."""
     with _clients_lock:
         _clients.clear()
+        _async_clients.clear()
 
 
 # --------------------------------------------------------------------------- the call
@@ -211,9 +245,38 @@ def complete(agent: dict, messages: list[dict], *, tools: list[dict] | None = No
         return local_model.complete(agent, messages, response_format=response_format,
                                     on_delta=on_delta)
 
+    model, params = _prepare(provider, agent, messages, tools, response_format)
+    client = _get_client(provider, timeout_seconds())
+    with upstream_errors():
+        if on_delta is not None:
+            return _stream(client, params, on_delta, provider=provider, requested_model=model)
+        raw = client.chat.completions.with_raw_response.create(**params)
+        body_text = raw.http_response.text
+    return parse_completion(body_text, provider=provider, requested_model=model)
+
+
+async def acomplete(agent: dict, messages: list[dict], *, tools: list[dict] | None = None,
+                    response_format: dict | None = None,
+                    on_delta: Callable[[str], None] | None = None) -> dict:
+    """``complete()`` for an event loop: a plain call to an OpenAI-compatible server is made
+    with the async client, on the loop (no thread hand-off, no GIL contest with it); the local
+    model and streamed calls run ``complete()`` in a thread. Same result, same errors."""
+    provider = select_provider()
+    if provider == "local" or on_delta is not None:
+        return await asyncio.to_thread(complete, agent, messages, tools=tools,
+                                       response_format=response_format, on_delta=on_delta)
+    model, params = _prepare(provider, agent, messages, tools, response_format)
+    client = _get_client(provider, timeout_seconds(), asynchronous=True)
+    with upstream_errors():
+        raw = await client.chat.completions.with_raw_response.create(**params)
+        body_text = raw.http_response.text
+    return parse_completion(body_text, provider=provider, requested_model=model)
+
+
+def _prepare(provider: str, agent: dict, messages: list[dict], tools, response_format
+             ) -> tuple[str, dict]:
+    """(model, request parameters) of one call, and the provider announced once."""
     model = resolve_model(provider, agent)
-    timeout = timeout_seconds()
-    client = _get_client(provider, timeout)
     if provider == "azure_openai":
         auth = "api key" if os.environ.get("AZURE_OPENAI_API_KEY") else "Entra ID token"
         where = f"endpoint {os.environ.get('AZURE_OPENAI_ENDPOINT')}, deployment {model}, {auth}"
@@ -234,12 +297,14 @@ def complete(agent: dict, messages: list[dict], *, tools: list[dict] | None = No
         params["temperature"] = float(agent["temperature"])
     if agent.get("max_output_tokens"):
         params["max_tokens"] = int(agent["max_output_tokens"])
+    return model, params
 
+
+@contextlib.contextmanager
+def upstream_errors():
+    """Whatever the call raises, as our transient/permanent LLMError kinds."""
     try:
-        if on_delta is not None:
-            return _stream(client, params, on_delta, provider=provider, requested_model=model)
-        raw = client.chat.completions.with_raw_response.create(**params)
-        body_text = raw.http_response.text
+        yield
     except openai.APIError as exc:
         raise map_openai_error(exc) from exc
     except LLMError:
@@ -254,7 +319,6 @@ def complete(agent: dict, messages: list[dict], *, tools: list[dict] | None = No
                 raise LLMTransientError("timeout", "upstream stopped sending in time") from exc
             raise LLMTransientError("connection", f"the stream broke off: {one_line(exc, 200)}") from exc
         raise
-    return parse_completion(body_text, provider=provider, requested_model=model)
 
 
 def announce_local_tools(agents: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ Entra ID credential (a third-party boundary needing a cloud login) is faked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import pickle
@@ -18,7 +19,7 @@ from azure.core.credentials import AccessToken
 
 from activities import llm, providers
 from activities.errors import LLMTransientError, parse_error_text
-from activities.llm import call_llm_impl
+from activities.llm import call_llm_async, call_llm_impl
 from tests.fake_openai import (
     FakeOpenAI,
     content_filter,
@@ -78,9 +79,9 @@ def sleeps(monkeypatch):
     """Record the in-activity backoff waits (and still wait them)."""
     seen: list[float] = []
 
-    def fake_sleep(seconds: float) -> None:
+    async def fake_sleep(seconds: float) -> None:
         seen.append(seconds)
-        time.sleep(min(seconds, 0.1))
+        await asyncio.sleep(min(seconds, 0.1))
 
     monkeypatch.setattr(llm, "sleep", fake_sleep)
     return seen
@@ -139,9 +140,13 @@ def test_model_defaults_and_agent_override(openai_server, monkeypatch):
 def test_client_built_once_and_provider_announced_once(openai_server, caplog, monkeypatch):
     monkeypatch.setattr(providers, "_announced", set())
     caplog.set_level(logging.INFO, logger="activities.providers")
-    call_llm_impl(make_request("a"))
-    call_llm_impl(make_request("b"))
-    assert len(providers._clients) == 1
+
+    async def two_calls_on_one_loop() -> int:
+        await call_llm_async(make_request("a"))
+        await call_llm_async(make_request("b"))
+        return len(providers._async_clients[asyncio.get_running_loop()])
+
+    assert asyncio.run(two_calls_on_one_loop()) == 1
     announcements = [r for r in caplog.records if r.getMessage().startswith("LLM provider:")]
     assert [r.getMessage() for r in announcements] == [
         f"LLM provider: openai (base_url {openai_server.base_url}, model gpt-4o-mini)"
@@ -394,7 +399,9 @@ def test_blueprint_registers_activity_call_llm(openai_server):
     assert function.get_function_name() == "call_llm"
     [binding] = function.get_bindings()
     assert binding.type == "activityTrigger" and binding.name == "request"
-    result = function.get_user_function()(make_request("via blueprint"))
+    user_function = function.get_user_function()
+    assert asyncio.iscoroutinefunction(user_function)  # runs on the worker's loop, no thread
+    result = asyncio.run(user_function(make_request("via blueprint")))
     assert result["ok"] and result["reply"].startswith("echo: via blueprint")
 
 
