@@ -116,17 +116,17 @@ async def start_and_wait(client: df.DurableOrchestrationClient, orchestrator: st
     interval = min(timeout, MAX_POLL_SECONDS)
     url = (f"{bindings.rpc_base_url}orchestrators/{orchestrator}/{instance_id}"
            f"?timeout={timeout:g}&pollingInterval={interval:g}")
-    call = asyncio.ensure_future(client._post_async_request(
-        url, client._get_json_input(value), function_invocation_id=client._function_invocation_id))
+    call = client._post_async_request(url, client._get_json_input(value),
+                                      function_invocation_id=client._function_invocation_id)
     if watch_for_approval:
-        waiting = await _until_waiting_for_approval(client, instance_id, call)
-        if waiting is not None:
-            return waiting
-    code, body = await call
+        code, body = await _unless_waiting_for_approval(client, instance_id, call)
+    else:
+        code, body = await call
     if code == 200:
         return ended_status(instance_id, body)
     if code == 202:
-        return await client.get_status(instance_id)
+        return body if isinstance(body, DurableOrchestrationStatus) \
+            else await client.get_status(instance_id)
     message = body.get("ExceptionMessage") or body.get("Message") if isinstance(body, dict) \
         else body
     raise Exception(f"starting '{orchestrator}' failed with {code}: {message}")
@@ -143,16 +143,28 @@ def ended_status(instance_id: str, body) -> DurableOrchestrationStatus:
                                       output=body, createdTime=now, lastUpdatedTime=now)
 
 
-async def _until_waiting_for_approval(client, instance_id: str, call: asyncio.Future):
-    """The status once the instance waits for an approval (the call is then cancelled), or
-    None when the call finished first."""
-    delay = APPROVAL_CHECK_FIRST
-    while True:
-        done, _ = await asyncio.wait([call], timeout=delay)
-        if done:
-            return None
-        status = await client.get_status(instance_id)
-        if waiting_for_approval(status):
-            call.cancel()
-            return status
-        delay = min(delay * 2, APPROVAL_CHECK_MAX)
+async def _unless_waiting_for_approval(client, instance_id: str, call) -> tuple[int, object]:
+    """The call's answer; or, once a slow status check sees the instance waiting for an
+    approval, (202, that status) and the call is cancelled. The call is awaited directly, so
+    its answer reaches the caller without a detour through another waiter."""
+    call = asyncio.ensure_future(call)
+
+    async def watch():
+        delay = APPROVAL_CHECK_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            status = await client.get_status(instance_id)
+            if waiting_for_approval(status):
+                call.cancel()
+                return status
+            delay = min(delay * 2, APPROVAL_CHECK_MAX)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
+            return 202, watcher.result()  # the watcher cancelled the call: not our caller
+        raise
+    finally:
+        watcher.cancel()

@@ -107,8 +107,9 @@ async def wait_for_end(engine: Engine, instance_id: str, timeout: float) -> dict
         if remaining <= 0:
             return None
         try:
-            await asyncio.wait_for(engine.wait_for_status(instance_id), remaining)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(remaining):
+                await engine.wait_for_status(instance_id)
+        except TimeoutError:
             pass
 
 

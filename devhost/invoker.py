@@ -61,11 +61,12 @@ class Invoker:
 
     async def _call(self, fn, kwargs: dict, is_async: bool, pool: ThreadPoolExecutor) -> Any:
         """sync in a pool thread, async on the loop; both bounded by functionTimeout."""
-        timeout = self.cfg.function_timeout
-        if is_async:
-            return await asyncio.wait_for(fn(**kwargs), timeout)
-        return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
-            pool, lambda: fn(**kwargs)), timeout)
+        # asyncio.timeout runs the coroutine in the caller's task (wait_for would wrap it in a
+        # new task: one more trip through the loop's queue before and after every call)
+        async with asyncio.timeout(self.cfg.function_timeout):
+            if is_async:
+                return await fn(**kwargs)
+            return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(**kwargs))
 
     # -- orchestrators and entities ---------------------------------------------------------
 
