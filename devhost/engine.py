@@ -31,6 +31,9 @@ from .store import Store
 log = logging.getLogger("devhost.engine")
 ET = p.EventType
 PACING_THRESHOLD_SECONDS, MAX_PACING_SECONDS = 0.005, 0.1
+# Signals an episode sends are processed this much later, so the callers that episode's commit
+# woke (a status wait, the next orchestration) run first; a signal has no waiter to notice.
+SIGNAL_DELAY_SECONDS = 0.002
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.1, 10.0  # back-off after devhost's own failures
 
 
@@ -189,14 +192,16 @@ class Engine:
         """An episode replays the whole history, so with many activities still out (fan-in)
         running one per completion is quadratic. After an expensive episode, wait as long as
         it took before the next one, letting completions pile up into one batch: replay work
-        stays at most about half the time. Cheap episodes and chains never wait."""
+        stays at most about half the time. Cheap episodes and chains never wait: with one
+        activity out there is nothing to batch (pausing then only delayed a chain whose episode
+        was slow once, e.g. behind a garbage collection)."""
         pause = self._pauses.pop(instance_id, 0.0)
         if pause:
             await asyncio.sleep(pause)
         started = time.perf_counter()
         more = await self._episode(instance_id)
         cost = time.perf_counter() - started
-        if cost > PACING_THRESHOLD_SECONDS and self.store.activity_count(instance_id):
+        if cost > PACING_THRESHOLD_SECONDS and self.store.activity_count(instance_id) > 1:
             self._pauses[instance_id] = min(cost, MAX_PACING_SECONDS)
         return more
 
@@ -319,7 +324,7 @@ class Engine:
                 if outcome != "Failed" and (outcome == "Running" or op["is_signal"]):
                     store.add_entity_op(op["entity"], op["name"], op["input"], op["is_signal"],
                                         instance_id, execution_id, op["request_id"])
-                    woken.append("entity:" + op["entity"])
+                    woken.append(("signal:" if op["is_signal"] else "entity:") + op["entity"])
             if outcome == "Running":
                 for task_id, name, input_text in fx.activities:
                     new_activities.append(store.add_activity(
@@ -352,6 +357,9 @@ class Engine:
             kind, _, key = target.partition(":")
             if kind == "entity":
                 self.wake_entity(key)
+            elif kind == "signal":  # nobody waits for a signal: let waiting callers go first
+                if "entity:" + key not in woken:
+                    self.loop.call_later(SIGNAL_DELAY_SECONDS, self.wake_entity, key)
             else:
                 self.wake_instance(key, self._next_visible_delay(key))
 

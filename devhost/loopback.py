@@ -57,7 +57,6 @@ class Loopback:
             answer = await self.answer("GET", url, None)
             if answer is None:
                 return await get(url, function_invocation_id)
-            await asyncio.sleep(0)  # a call over the wire yields to the loop: so does this one
             return answer
 
         async def post_async_request(url: str, data: Any = None, trace_parent: str = None,
@@ -65,7 +64,6 @@ class Loopback:
                                      function_invocation_id: str = None):
             answer = await self.answer("POST", url, data)
             if answer is not None:
-                await asyncio.sleep(0)
                 return answer
             return await post(url, data, trace_parent, trace_state, function_invocation_id)
 
@@ -82,15 +80,21 @@ class Loopback:
         route = self._route(method, parts, parsed.query)
         if route is None:
             return None
+        waits = None
         try:
             status, body = route(parts, parsed.query, data)
             if asyncio.iscoroutine(body):  # start and wait: the start is done, now the wait
-                status, body = await body
+                waits, body = body, None
         except DevhostError as exc:  # none of these three raises InvalidOperation
             status, body = exc.status, p.error_body(exc.message)
         except Exception as exc:
             log.exception("unhandled error serving %s %s", method, parsed.path)
             status, body = 500, p.error_body(f"devhost failed: {type(exc).__name__}: {exc}")
+        # A call over the wire yields to the loop: so does each of these, once. A wait yields
+        # before it starts, so the answer it is woken with goes back without another detour.
+        await asyncio.sleep(0)
+        if waits is not None:
+            status, body = await waits
         # what the SDK's helper reads back from the wire: JSON, and "" for an empty GET body
         if body is None:
             return [status, "" if method == "GET" else None]
