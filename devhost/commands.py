@@ -12,7 +12,9 @@ import re
 import time
 import uuid
 
+from . import bookkeeping_check as check
 from . import protocol as p
+from .decide import Bookkeeping, bookkeeping
 from .engine import Engine, create_instance
 from .errors import BadRequest, Conflict, Gone, InvalidOperation, NotFound
 
@@ -237,6 +239,11 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
                     k: v for k, v in record.items() if k not in ("exhausted", "failed_task")}
                 del state["retry_timers"][str(e["TimerId"])]
                 state["next_id"] -= 1
+    if check.enabled():
+        actions = engine.replay_actions(row)
+        derived_bk = bookkeeping([p.event_key(e) for e in history], actions)
+        check.report("rewind_plan", instance_id, [sorted(rewound_ids), dropped_timer],
+                     list(_rewind_plan(history, derived_bk)))
     generic = {"EventType": int(ET.GenericEvent), "EventId": -1, "IsPlayed": True,
                "Data": f"Rewound: {reason or ''}"}
     rewritten = []
@@ -269,10 +276,34 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
                 p.event(ET.GenericEvent, ts, Data="Rewound")), time.time())
         engine.store.update_instance(instance_id, status="Running", output=None,
                                      engine_state=json.dumps(state))
+    if check.enabled():
+        history = engine.store.history(instance_id)
+        derived_bk = bookkeeping([p.event_key(e) for e in history], actions)
+        check.report("rewind", instance_id, check.stored_view(state, actions),
+                     check.derived_view(derived_bk, actions, engine.index, engine.cfg))
+        check.record_episode(instance_id, row["name"], history, {"actions": None}, state,
+                             where="rewind")
     engine.notify_status(instance_id)
     engine.run_queued_activities(instance_id)
     for target in woken:
         engine.wake_instance(target)
+
+
+def _rewind_plan(history: list[dict], bk: Bookkeeping) -> tuple[list[int], int | None]:
+    """What a rewind runs again: the tasks that failed in the last episode, or the last
+    attempt of a retry whose extra timer fired there (dropped with it, when it was the last
+    id handed out, so the ids stay in step)."""
+    last_start = max(i for i, e in enumerate(history) if e["EventType"] == ET.OrchestratorStarted)
+    rewound, dropped = set(), None
+    for e in history[last_start:]:
+        if e["EventType"] in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed):
+            rewound.add(e["TaskScheduledId"])
+        elif e["EventType"] == ET.TimerFired:
+            timer = bk.retry_timers.get(e["TimerId"])
+            if timer and timer.exhausted and e["TimerId"] == bk.next_id - 1:
+                dropped = e["TimerId"]
+                rewound.add(timer.failed_task)
+    return sorted(rewound), dropped
 
 
 def restart(engine: Engine, instance_id: str, new_instance_id: bool) -> dict:

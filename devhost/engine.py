@@ -23,7 +23,10 @@ from typing import Any
 from . import protocol as p
 from . import sdk_speedups
 from .config import HostConfig
-from .decide import Effects, decide, fresh_engine_state, select_batch
+from . import bookkeeping_check as check
+from .decide import (Effects, bookkeeping, decide, decide_from_bookkeeping, fresh_engine_state,
+                     select_batch, select_batch_from_history)
+from .invoker import _call_handle
 from .invoker import Invoker
 from .loader import AppIndex
 from .store import Store
@@ -270,13 +273,68 @@ class Engine:
             result = await self.invoker.run_orchestrator(
                 registered[0], registered[1], document, len(history_texts) + len(new_events))
 
+        checking = check.enabled()
+        stored_before = json.loads(inst["engine_state"]) if checking else None
         effects = decide(inst, state, result, retry_event, started, self.index, self.cfg)
-        self._commit_episode(inst, state, result, effects, new_events,
-                             [r["id"] for r in batch] + stale, started)
+        consumed = [r["id"] for r in batch] + stale
+        if checking:
+            self._check_episode(inst, stored_before, result, rows, due, batch, consumed,
+                                new_events, retry_event, effects, started)
+        if self._commit_episode(inst, state, result, effects, new_events, consumed,
+                                started) and checking:
+            self._check_commit(inst, result, effects)
         return len(due) > len(batch)
 
+    def _check_episode(self, inst: dict, stored_before: dict, result: dict, rows: list[dict],
+                       due: list[dict], batch: list[dict], consumed: list[int],
+                       new_events: list[dict], retry_event: dict | None, fx: Effects,
+                       started: datetime) -> None:
+        """DEVHOST_CHECK_BOOKKEEPING: the derived bookkeeping against the stored one, before
+        the episode's decisions, and the decisions each of them leads to."""
+        instance_id, actions = inst["instance_id"], fx.actions
+        outline = [p.event_key(e) for e in self.store.history(instance_id)]
+        derived_batch, _ = select_batch_from_history(due, outline)
+        check.report("batch", instance_id, len(batch), len(derived_batch))
+        bk = bookkeeping(outline + [p.event_key(e) for e in new_events], actions)
+        check.report("before", instance_id, check.stored_view(stored_before, actions),
+                     check.derived_view(bk, actions, self.index, self.cfg))
+        check.report("retry_event", instance_id,
+                     p.event_key(retry_event) if retry_event else None, bk.retry_event)
+        derived_fx = decide_from_bookkeeping(inst, bk, result, started, self.index, self.cfg)
+        pending = {r["timer_id"] for r in rows if r["timer_id"] is not None
+                   and r["id"] not in consumed and r["execution_id"] == inst["execution_id"]}
+        pending |= {t for t, _ in fx.timers} | {t for t, _ in derived_fx.timers}
+        check.report("effects", instance_id, check.effects_view(fx, pending),
+                     check.effects_view(derived_fx, pending), retry=bk.retry_event is not None,
+                     new_events=len(fx.history), cancelled=len(set(fx.cancelled_timers) & pending),
+                     failed=bool(fx.failure or result.get("error")))
+
+    def _check_commit(self, inst: dict, result: dict, fx: Effects) -> None:
+        instance_id = inst["instance_id"]
+        row = self.store.get_instance(instance_id)
+        history = self.store.history(instance_id)
+        state = json.loads(row["engine_state"])
+        bk = bookkeeping([p.event_key(e) for e in history], fx.actions)
+        check.report("after", instance_id, check.stored_view(state, fx.actions),
+                     check.derived_view(bk, fx.actions, self.index, self.cfg))
+        check.record_episode(instance_id, inst["name"], history, result, state)
+
+    def replay_actions(self, inst: dict) -> list[p.Action]:
+        """The SDK's actions for the history as it stands: a replay with no new events,
+        whose result is not committed (rewind needs to know which calls retry)."""
+        registered = self.index.orchestrator(inst["name"])
+        if registered is None:
+            return []
+        instance_id = inst["instance_id"]
+        document = p.context_document(self.store.replay_texts(instance_id), [],
+                                      inst["input_raw"], instance_id,
+                                      inst["parent_instance_id"])
+        return p.read_actions(p.parse_orchestrator_result(*_call_handle(registered[1],
+                                                                        document)))
+
     def _commit_episode(self, inst: dict, state: dict, result: dict, fx: Effects,
-                        new_events: list[dict], consumed: list[int], started: datetime) -> None:
+                        new_events: list[dict], consumed: list[int], started: datetime) -> bool:
+        """Apply one episode; False if it was discarded."""
         store = self.store
         instance_id, execution_id = inst["instance_id"], inst["execution_id"]
         ts = p.history_time(started)
@@ -312,7 +370,7 @@ class Engine:
             current = store.get_instance(instance_id)
             if (current is None or current["execution_id"] != execution_id
                     or current["status"] in p.TERMINAL_STATUSES):
-                return  # terminated, purged or replaced while the episode ran: discard it
+                return False  # terminated, purged or replaced while the episode ran: discard it
             store.delete_inbox(consumed)
             store.append_history(instance_id, [p.stored_event(e) for e in history])
             for op in fx.entity_ops:
@@ -354,6 +412,7 @@ class Engine:
                 self.wake_entity(key)
             else:
                 self.wake_instance(key, self._next_visible_delay(key))
+        return True
 
     def _next_visible_delay(self, instance_id: str) -> float:
         rows = self.store.inbox(instance_id)

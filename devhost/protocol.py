@@ -188,6 +188,23 @@ REPLAYED_TYPES = frozenset({EventType.OrchestratorStarted, EventType.ExecutionSt
                             EventType.EventSent, EventType.EventRaised, EventType.ContinueAsNew})
 
 
+# Scheduling events carry in EventId the task id DTFx handed out for them (§2.2).
+SCHEDULING_TYPES = frozenset({EventType.TaskScheduled, EventType.SubOrchestrationInstanceCreated,
+                              EventType.TimerCreated, EventType.EventSent})
+
+
+def event_key(e: dict) -> tuple[int, int | None]:
+    """(EventType, the task id the event names): the EventId of a scheduling event, the
+    TaskScheduledId of a completion, the TimerId of a TimerFired. All that the engine's
+    bookkeeping (decide.bookkeeping) reads of an event."""
+    kind = e["EventType"]
+    if kind in SCHEDULING_TYPES:
+        return kind, e.get("EventId")
+    if kind == EventType.TimerFired:
+        return kind, e.get("TimerId")
+    return kind, e.get("TaskScheduledId")
+
+
 def stored_event(e: dict) -> tuple[str, bool]:
     """How an event is kept: played-history JSON text, and whether replays need it."""
     return json.dumps({**e, "IsPlayed": True}), e["EventType"] in REPLAYED_TYPES
