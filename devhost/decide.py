@@ -1,11 +1,16 @@
-"""The Durable decision rules, pure: history bookkeeping + the SDK's output → what to do.
+"""The Durable decision rules, pure: history + the SDK's output → what to do.
 
-Given an instance, its bookkeeping (`engine_state`: next task id, actions already seen, retry
-records, timers), the events of this episode and the OrchestratorState the SDK returned, decide
-the history events to append and the work to schedule (activities, timers, entity operations,
-sub-orchestrations), exactly as DTFx and the extension do (protocol doc §3.4, §3.5). No I/O, no
-clock: the episode's start time is an argument, so recorded JSON fixtures replay identically.
-The dispatcher (engine.py) commits the result in one transaction.
+devhost keeps no bookkeeping of its own. What the SDK assumes the other side knows (the next
+task id, which of its actions are scheduled already, the attempts and timers of retried calls,
+which action is which timer) is rebuilt each episode by `bookkeeping` from the current
+execution's history and the SDK's cumulative action list, as DTFx rebuilds it by replay
+(protocol doc §3.4, §3.5). `select_batch` picks an episode's inbox events before the SDK runs,
+when only history is known, and history does not say which calls retry: it plays safe (see
+there). `decide` turns the SDK's OrchestratorState into the history events to append and the
+work to schedule (activities, timers, entity operations, sub-orchestrations, cancelled
+timers); `rewind_plan` says what a rewind runs again. No I/O, no clock: the episode's start
+time is an argument, so recorded JSON fixtures replay identically. The dispatcher (engine.py)
+commits the result in one transaction.
 """
 from __future__ import annotations
 
@@ -20,11 +25,6 @@ from .config import HostConfig
 from .loader import AppIndex
 
 ET, AT = p.EventType, p.ActionType
-
-
-def fresh_engine_state() -> dict:
-    """Per-execution bookkeeping the SDK assumes the other side keeps (ids, retries, timers)."""
-    return {"next_id": 0, "actions_seen": 0, "retries": {}, "retry_timers": {}, "timers": {}}
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Bookkeeping:
 
     next_id: int = 0    # task ids handed out so far
     scheduled: int = 0  # id-taking actions already in history (the rest are new)
-    retries: dict[int, Attempt] = field(default_factory=dict)  # attempt's task id → attempt
+    retries: dict[int, Attempt] = field(default_factory=dict)  # task id → attempt, until it fails
     retry_timers: dict[int, RetryTimer] = field(default_factory=dict)  # timer id → timer
     timers: dict[int, int] = field(default_factory=dict)  # CreateTimer position → timer id
     retry_event: EventKey | None = None  # the last episode's retry-relevant event, unanswered
@@ -194,8 +194,7 @@ def possible_retry_timers(history: Iterable[EventKey]) -> set[int]:
     return found
 
 
-def select_batch_from_history(due: list[dict], history: list[EventKey]
-                              ) -> tuple[list[dict], list[dict]]:
+def select_batch(due: list[dict], history: list[EventKey]) -> tuple[list[dict], list[dict]]:
     """The inbox rows of one episode and their events: arrival order, ending at the first
     event that may be retry-relevant (§3.4), which keeps our ids in step with the SDK's.
 
@@ -204,45 +203,29 @@ def select_batch_from_history(due: list[dict], history: list[EventKey]
     a batch, and so does the firing of any timer that may be a retry timer. Where no retry
     follows, that costs an episode, never correctness: bookkeeping() tells after the SDK ran
     whether the last event really awaits a retry."""
-    candidates = possible_retry_timers(history)
-    batch, events = [], []
+    batch, events, candidates = [], [], None
     for row in due:
         event = json.loads(row["event"])
         batch.append(row)
         events.append(event)
         kind = event["EventType"]
-        if kind in FAILURES or (kind == ET.TimerFired and event.get("TimerId") in candidates):
+        if kind in FAILURES:
             break
+        if kind == ET.TimerFired:
+            if candidates is None:
+                candidates = possible_retry_timers(history)
+            if event.get("TimerId") in candidates:
+                break
     return batch, events
 
 
-def select_batch(due: list[dict], state: dict) -> tuple[list[dict], list[dict], dict | None]:
-    """Ordinary events in arrival order, ending at the first retry-relevant one (§3.4):
-    that keeps our id allocation in step with the SDK's. Returns (inbox rows, their events,
-    the retry-relevant event or None)."""
-    batch, events = [], []
-    for row in due:
-        event = json.loads(row["event"])
-        batch.append(row)
-        events.append(event)
-        if is_retry_relevant(event, state):
-            return batch, events, event
-    return batch, events, None
-
-
-def is_retry_relevant(event: dict, state: dict) -> bool:
-    kind = event["EventType"]
-    if kind in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed):
-        return str(event.get("TaskScheduledId")) in state["retries"]
-    if kind == ET.TimerFired:
-        timer = state["retry_timers"].get(str(event.get("TimerId")))
-        return bool(timer) and not timer["exhausted"]
-    return False
-
-
-def decide(inst: dict, state: dict, result: dict, retry_event: dict | None, started: datetime,
+def decide(inst: dict, history: list[EventKey], result: dict, started: datetime,
            index: AppIndex, cfg: HostConfig) -> Effects:
-    """Turn the SDK's cumulative actions into new history and work; updates `state`."""
+    """Turn the SDK's cumulative actions into new history and work. `history` is the current
+    execution's, this episode's events included (as p.event_key pairs). The actions history
+    does not have yet take the next ids, then the retry the episode's last event awaits, if
+    any; the timers the code cancelled are named (the engine drops those still queued). A
+    failure (an unknown function, too many actions) keeps nothing of the episode's work."""
     fx = Effects(actions=p.read_actions(result))
     if result.get("error") is not None:
         return fx
@@ -251,57 +234,7 @@ def decide(inst: dict, state: dict, result: dict, retry_event: dict | None, star
         fx.failure = (f"Maximum amount of orchestration actions "
                       f"({cfg.max_orchestration_actions}) has been reached.")
         return fx
-    ts = p.history_time(started)
-    for position in range(state["actions_seen"], len(actions)):
-        action = actions[position]
-        if action.kind in (AT.WaitForExternalEvent, AT.ContinueAsNew):
-            continue
-        task_id = state["next_id"]
-        state["next_id"] += 1
-        failure = _schedule_action(inst, action, task_id, ts, fx, index, cfg)
-        if failure:
-            return Effects(actions=actions, failure=failure)
-        _legacy_record(state, action, task_id, position, index, cfg)
-    state["actions_seen"] = len(actions)
-    if retry_event is not None:
-        _legacy_schedule_retry(inst, state, retry_event, started, fx)
-    for position_text, timer_id in list(state["timers"].items()):
-        position = int(position_text)
-        if position < len(actions) and actions[position].is_canceled:
-            fx.cancelled_timers.append(timer_id)
-            del state["timers"][position_text]
-    return fx
-
-
-def _legacy_record(state: dict, action: p.Action, task_id: int, position: int,
-                   index: AppIndex, cfg: HostConfig) -> None:
-    if action.kind == AT.CallActivityWithRetry:
-        state["retries"][str(task_id)] = {
-            "kind": "activity", "name": index.activity(action.function_name).name,
-            "input": action.input, "attempt": 1, "options": action.retry_options}
-    elif action.kind == AT.CallSubOrchestratorWithRetry:
-        state["retries"][str(task_id)] = {
-            "kind": "orchestrator", "name": index.orchestrator(action.function_name)[0],
-            "input": action.input, "attempt": 1, "options": action.retry_options,
-            "instance_id": action.instance_id, "version": action.version or cfg.default_version}
-    elif action.kind == AT.CreateTimer:
-        state["timers"][str(position)] = task_id
-
-
-def decide_from_bookkeeping(inst: dict, bk: Bookkeeping, result: dict, started: datetime,
-                            index: AppIndex, cfg: HostConfig) -> Effects:
-    """Turn the SDK's cumulative actions into new history and work: the actions history does
-    not have yet get the next ids, then the retry the episode's last event awaits, if any;
-    timers the code cancelled are named (the engine drops those still queued). A failure
-    (an unknown function, too many actions) keeps nothing of the episode's work."""
-    fx = Effects(actions=p.read_actions(result))
-    if result.get("error") is not None:
-        return fx
-    actions = fx.actions
-    if len(actions) > cfg.max_orchestration_actions:
-        fx.failure = (f"Maximum amount of orchestration actions "
-                      f"({cfg.max_orchestration_actions}) has been reached.")
-        return fx
+    bk = bookkeeping(history, actions)
     ts = p.history_time(started)
     task_id, timers = bk.next_id, dict(bk.timers)
     for position in _unscheduled(actions, bk.scheduled):
@@ -389,45 +322,6 @@ def _schedule_child(fx: Effects, ts: str, task_id: int, name: str, child_id: str
                         "task_id": task_id, "version": version})
 
 
-def _legacy_schedule_retry(inst: dict, state: dict, retry_event: dict, started: datetime,
-                    fx: Effects) -> None:
-    """DTFx's RetryInterceptor: a timer after each failed attempt (a zero-delay one after the
-    last), and a fresh attempt when a non-final retry timer fires."""
-    ts = p.history_time(started)
-    new_id = state["next_id"]
-    state["next_id"] += 1
-    if retry_event["EventType"] == ET.TimerFired:
-        record = state["retry_timers"].pop(str(retry_event["TimerId"]))
-        record["attempt"] += 1
-        if record["kind"] == "activity":
-            fx.history.append(p.event(ET.TaskScheduled, ts, new_id, Name=record["name"],
-                                      Version="", Input=record["input"]))
-            fx.activities.append((new_id, record["name"], record["input"]))
-        else:
-            child_id = record.get("instance_id") or f"{inst['execution_id']}:{new_id}"
-            _schedule_child(fx, ts, new_id, record["name"], child_id, record["input"],
-                            record.get("version"))
-        state["retries"][str(new_id)] = record
-        return
-    record = state["retries"].pop(str(retry_event["TaskScheduledId"]))
-    options = record["options"]
-    attempts = int(options.get("maxNumberOfAttempts") or 1)
-    exhausted = record["attempt"] >= attempts
-    delay_ms = 0.0
-    if not exhausted:
-        first = float(options.get("firstRetryIntervalInMilliseconds") or 0)
-        backoff = float(options.get("backoffCoefficient") or 1)
-        delay_ms = first * backoff ** (record["attempt"] - 1)
-        cap = options.get("maxRetryIntervalInMilliseconds")
-        if cap:
-            delay_ms = min(delay_ms, float(cap))
-    fire_at = started + timedelta(milliseconds=delay_ms)
-    fx.history.append(p.event(ET.TimerCreated, ts, new_id, FireAt=p.history_time(fire_at)))
-    fx.timers.append((new_id, fire_at))
-    state["retry_timers"][str(new_id)] = {**record, "exhausted": exhausted,
-                                          "failed_task": retry_event["TaskScheduledId"]}
-
-
 def _schedule_retry(inst: dict, bk: Bookkeeping, actions: list[p.Action], task_id: int,
                     started: datetime, fx: Effects, index: AppIndex, cfg: HostConfig) -> None:
     """DTFx's RetryInterceptor: a timer after each failed attempt (a zero-delay one after the
@@ -461,3 +355,25 @@ def _schedule_retry(inst: dict, bk: Bookkeeping, actions: list[p.Action], task_i
     fire_at = started + timedelta(milliseconds=delay_ms)
     fx.history.append(p.event(ET.TimerCreated, ts, task_id, FireAt=p.history_time(fire_at)))
     fx.timers.append((task_id, fire_at))
+
+
+# ----------------------------------------------------------------------------------------------
+# rewind
+
+def rewind_plan(history: list[dict], bk: Bookkeeping) -> tuple[list[int], int | None]:
+    """What a rewind of a Failed instance runs again, with the same task ids: the tasks that
+    failed in its last episode, or the last attempt of a retried call whose extra timer fired
+    there. That timer is dropped (returned second) when it was the last id handed out, so the
+    retried attempt's next timer takes its id again. `bk` is the bookkeeping of `history`
+    (with the SDK's actions: only they say which timer is a retry timer)."""
+    last_start = max(i for i, e in enumerate(history) if e["EventType"] == ET.OrchestratorStarted)
+    rewound, dropped = set(), None
+    for e in history[last_start:]:
+        if e["EventType"] in FAILURES:
+            rewound.add(e["TaskScheduledId"])
+        elif e["EventType"] == ET.TimerFired:
+            timer = bk.retry_timers.get(e["TimerId"])
+            if timer and timer.exhausted and e["TimerId"] == bk.next_id - 1:
+                dropped = e["TimerId"]
+                rewound.add(timer.failed_task)
+    return sorted(rewound), dropped

@@ -23,10 +23,7 @@ from typing import Any
 from . import protocol as p
 from . import sdk_speedups
 from .config import HostConfig
-from . import bookkeeping_check as check
-from .decide import (Effects, bookkeeping, decide, decide_from_bookkeeping, fresh_engine_state,
-                     select_batch, select_batch_from_history)
-from .invoker import _call_handle
+from .decide import Effects, decide, select_batch
 from .invoker import Invoker
 from .loader import AppIndex
 from .store import Store
@@ -257,11 +254,11 @@ class Engine:
                     store.delete_inbox(stale)
             return False
 
-        state = json.loads(inst["engine_state"])
-        batch, events, retry_event = select_batch(due, state)
+        history_texts, history = store.replay_history(instance_id)
+        batch, events = select_batch(due, history)
+        consumed = [r["id"] for r in batch] + stale
         started = p.utcnow()
         new_events = [p.event(ET.OrchestratorStarted, p.history_time(started))] + events
-        history_texts = store.replay_texts(instance_id)
 
         registered = self.index.orchestrator(inst["name"])
         if registered is None:
@@ -273,88 +270,47 @@ class Engine:
             result = await self.invoker.run_orchestrator(
                 registered[0], registered[1], document, len(history_texts) + len(new_events))
 
-        checking = check.enabled()
-        stored_before = json.loads(inst["engine_state"]) if checking else None
-        effects = decide(inst, state, result, retry_event, started, self.index, self.cfg)
-        consumed = [r["id"] for r in batch] + stale
-        if checking:
-            self._check_episode(inst, stored_before, result, rows, due, batch, consumed,
-                                new_events, retry_event, effects, started)
-        if self._commit_episode(inst, state, result, effects, new_events, consumed,
-                                started) and checking:
-            self._check_commit(inst, result, effects)
+        history += [p.event_key(e) for e in new_events]
+        effects = decide(inst, history, result, started, self.index, self.cfg)
+        queued_timers = {r["timer_id"] for r in rows
+                         if r["timer_id"] is not None and r["id"] not in consumed}
+        self._commit_episode(inst, result, effects, new_events, consumed, queued_timers, started)
         return len(due) > len(batch)
 
-    def _check_episode(self, inst: dict, stored_before: dict, result: dict, rows: list[dict],
-                       due: list[dict], batch: list[dict], consumed: list[int],
-                       new_events: list[dict], retry_event: dict | None, fx: Effects,
-                       started: datetime) -> None:
-        """DEVHOST_CHECK_BOOKKEEPING: the derived bookkeeping against the stored one, before
-        the episode's decisions, and the decisions each of them leads to."""
-        instance_id, actions = inst["instance_id"], fx.actions
-        outline = [p.event_key(e) for e in self.store.history(instance_id)]
-        derived_batch, _ = select_batch_from_history(due, outline)
-        check.report("batch", instance_id, len(batch), len(derived_batch))
-        bk = bookkeeping(outline + [p.event_key(e) for e in new_events], actions)
-        check.report("before", instance_id, check.stored_view(stored_before, actions),
-                     check.derived_view(bk, actions, self.index, self.cfg))
-        check.report("retry_event", instance_id,
-                     p.event_key(retry_event) if retry_event else None, bk.retry_event)
-        derived_fx = decide_from_bookkeeping(inst, bk, result, started, self.index, self.cfg)
-        pending = {r["timer_id"] for r in rows if r["timer_id"] is not None
-                   and r["id"] not in consumed and r["execution_id"] == inst["execution_id"]}
-        pending |= {t for t, _ in fx.timers} | {t for t, _ in derived_fx.timers}
-        check.report("effects", instance_id, check.effects_view(fx, pending),
-                     check.effects_view(derived_fx, pending), retry=bk.retry_event is not None,
-                     new_events=len(fx.history), cancelled=len(set(fx.cancelled_timers) & pending),
-                     failed=bool(fx.failure or result.get("error")))
-
-    def _check_commit(self, inst: dict, result: dict, fx: Effects) -> None:
-        instance_id = inst["instance_id"]
-        row = self.store.get_instance(instance_id)
-        history = self.store.history(instance_id)
-        state = json.loads(row["engine_state"])
-        bk = bookkeeping([p.event_key(e) for e in history], fx.actions)
-        check.report("after", instance_id, check.stored_view(state, fx.actions),
-                     check.derived_view(bk, fx.actions, self.index, self.cfg))
-        check.record_episode(instance_id, inst["name"], history, result, state)
-
-    def replay_actions(self, inst: dict) -> list[p.Action]:
-        """The SDK's actions for the history as it stands: a replay with no new events,
-        whose result is not committed (rewind needs to know which calls retry)."""
+    async def replay_actions(self, inst: dict) -> list[p.Action]:
+        """The SDK's actions for the history as it stands: a replay with no new events, not
+        committed (rewind needs them to know which calls retry)."""
         registered = self.index.orchestrator(inst["name"])
         if registered is None:
             return []
         instance_id = inst["instance_id"]
-        document = p.context_document(self.store.replay_texts(instance_id), [],
-                                      inst["input_raw"], instance_id,
+        texts, _ = self.store.replay_history(instance_id)
+        document = p.context_document(texts, [], inst["input_raw"], instance_id,
                                       inst["parent_instance_id"])
-        return p.read_actions(p.parse_orchestrator_result(*_call_handle(registered[1],
-                                                                        document)))
+        result = await self.invoker.replay_orchestrator(registered[0], registered[1], document,
+                                                        len(texts))
+        return p.read_actions(result)
 
-    def _commit_episode(self, inst: dict, state: dict, result: dict, fx: Effects,
-                        new_events: list[dict], consumed: list[int], started: datetime) -> bool:
-        """Apply one episode; False if it was discarded."""
+    def _commit_episode(self, inst: dict, result: dict, fx: Effects, new_events: list[dict],
+                        consumed: list[int], queued_timers: set[int], started: datetime) -> None:
         store = self.store
         instance_id, execution_id = inst["instance_id"], inst["execution_id"]
         ts = p.history_time(started)
         error = result.get("error") if fx.failure is None else fx.failure
         continue_as_new = fx.continue_as_new
         custom = result.get("customStatus")
-        fields: dict[str, Any] = {
-            "custom_status": None if custom is None else json.dumps(custom),
-            "engine_state": json.dumps(state)}
+        fields: dict[str, Any] = {"custom_status": None if custom is None else json.dumps(custom)}
         outcome = "Running"
         completion: dict | None = None
         if error is not None:
             outcome = "Failed"
             output = p.orchestrator_failure_output(inst["name"], error)
-            fields.update(output=json.dumps(output), engine_state=inst["engine_state"])
+            fields["output"] = json.dumps(output)
             completion = p.event(ET.ExecutionCompleted, ts, OrchestrationStatus="Failed",
                                  Result=json.dumps(output), FailureDetails={"ErrorMessage": error})
         elif result.get("isDone") and continue_as_new is not None:
             outcome = "ContinuedAsNew"
-            fields.update(engine_state=json.dumps(fresh_engine_state()), output=None)
+            fields["output"] = None
         elif result.get("isDone"):
             outcome = "Completed"
             fields["output"] = json.dumps(result.get("output"))
@@ -370,7 +326,7 @@ class Engine:
             current = store.get_instance(instance_id)
             if (current is None or current["execution_id"] != execution_id
                     or current["status"] in p.TERMINAL_STATUSES):
-                return False  # terminated, purged or replaced while the episode ran: discard it
+                return  # terminated, purged or replaced while the episode ran: discard it
             store.delete_inbox(consumed)
             store.append_history(instance_id, [p.stored_event(e) for e in history])
             for op in fx.entity_ops:
@@ -388,8 +344,10 @@ class Engine:
                     store.add_inbox(instance_id, execution_id, json.dumps(fired),
                                     fire_at.timestamp(), timer_id=timer_id)
                     woken.append("instance:" + instance_id)
+                queued_timers |= {timer_id for timer_id, _ in fx.timers}
                 for timer_id in fx.cancelled_timers:
-                    store.delete_timer(instance_id, timer_id)
+                    if timer_id in queued_timers:  # else it fired, or was dropped before
+                        store.delete_timer(instance_id, timer_id)
                 for child in fx.children:
                     woken.append("instance:" + self._start_child(inst, child, ts))
             if outcome == "ContinuedAsNew":
@@ -412,7 +370,6 @@ class Engine:
                 self.wake_entity(key)
             else:
                 self.wake_instance(key, self._next_visible_delay(key))
-        return True
 
     def _next_visible_delay(self, instance_id: str) -> float:
         rows = self.store.inbox(instance_id)
@@ -454,7 +411,8 @@ class Engine:
         return parent_id
 
     def _continue_as_new(self, inst: dict, input_text: str | None) -> None:
-        """Fresh generation: same id and parent, new execution, history and bookkeeping."""
+        """Fresh generation: same id and parent, new execution and history (and so fresh
+        bookkeeping: it is derived from the history)."""
         store = self.store
         execution_id = uuid.uuid4().hex
         store.clear_history(inst["instance_id"])
@@ -549,8 +507,7 @@ def create_instance(store: Store, instance_id: str, name: str, input_text: str |
     execution_id = uuid.uuid4().hex
     row = {"instance_id": instance_id, "name": name, "execution_id": execution_id,
            "status": "Pending", "input": input_text, "input_raw": input_raw,
-           "engine_state": json.dumps(fresh_engine_state()), "created_at": now,
-           "updated_at": now, "version": version}
+           "created_at": now, "updated_at": now, "version": version}
     if parent:
         row.update(parent_instance_id=parent[0], parent_execution_id=parent[1],
                    parent_task_id=parent[2])

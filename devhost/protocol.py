@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 from urllib.parse import quote
 
 
@@ -205,9 +205,19 @@ def event_key(e: dict) -> tuple[int, int | None]:
     return kind, e.get("TaskScheduledId")
 
 
-def stored_event(e: dict) -> tuple[str, bool]:
-    """How an event is kept: played-history JSON text, and whether replays need it."""
-    return json.dumps({**e, "IsPlayed": True}), e["EventType"] in REPLAYED_TYPES
+class StoredEvent(NamedTuple):
+    """How an event is kept: played-history JSON text, whether replays need it, and its
+    event_key (what the bookkeeping reads, so it never parses the text)."""
+
+    text: str
+    replayed: bool
+    kind: int
+    task_id: int | None
+
+
+def stored_event(e: dict) -> StoredEvent:
+    return StoredEvent(json.dumps({**e, "IsPlayed": True}), e["EventType"] in REPLAYED_TYPES,
+                       *event_key(e))
 
 
 def parse_orchestrator_result(returned: str | None, raised: BaseException | None) -> dict:
