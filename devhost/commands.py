@@ -14,6 +14,7 @@ import time
 import uuid
 
 from . import protocol as p
+from .decide import bookkeeping, rewind_plan
 from .engine import Engine, create_instance
 from .errors import BadRequest, Conflict, Gone, InvalidOperation, NotFound
 
@@ -246,48 +247,44 @@ def resume(engine: Engine, instance_id: str, reason: str | None) -> None:
     engine.wake_instance(instance_id)
 
 
-def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
-    """Re-run what failed in the last episode of a Failed instance with the same task ids:
-    failed activities and sub-orchestrations, or the last attempt of an exhausted retry."""
+async def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
+    """Re-run what failed in the last episode of a Failed instance, with the same task ids:
+    failed activities and sub-orchestrations, or the last attempt of an exhausted retry
+    (decide.rewind_plan). Only history is rewritten; the bookkeeping follows from it."""
     row = _instance(engine, instance_id)
     if row["status"] != "Failed":
         raise Gone(f"only Failed instances can be rewound; '{instance_id}' is {row['status']}")
-    state = json.loads(row["engine_state"])
     history = engine.store.history(instance_id)
     last_start = max(i for i, e in enumerate(history) if e["EventType"] == ET.OrchestratorStarted)
-    scheduled = {e["EventId"]: e for e in history
-                 if e["EventType"] in (ET.TaskScheduled, ET.SubOrchestrationInstanceCreated)}
-    rewound_ids: set[int] = set()
-    dropped_timer: int | None = None
-    for e in history[last_start:]:
-        if e["EventType"] in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed):
-            rewound_ids.add(e["TaskScheduledId"])
-        elif e["EventType"] == ET.TimerFired:
-            record = state["retry_timers"].get(str(e["TimerId"]))
-            if record and record.get("exhausted") and e["TimerId"] == state["next_id"] - 1:
-                dropped_timer = e["TimerId"]
-                rewound_ids.add(record["failed_task"])
-                state["retries"][str(record["failed_task"])] = {
-                    k: v for k, v in record.items() if k not in ("exhausted", "failed_task")}
-                del state["retry_timers"][str(e["TimerId"])]
-                state["next_id"] -= 1
+    undone = {i for i, e in enumerate(history)  # a failed episode dispatched nothing it scheduled
+              if i > last_start and e["EventType"] in p.SCHEDULING_TYPES}
+    kept = [e for i, e in enumerate(history) if i not in undone]
+    # which timers are retry timers only the SDK's actions say: replay for them if it matters
+    actions = (await engine.replay_actions(row)
+               if any(e["EventType"] == ET.TimerFired for e in history[last_start:]) else [])
+    rewound_ids, dropped_timer = rewind_plan(kept, bookkeeping(map(p.event_key, kept), actions))
+    for i, e in enumerate(history):
+        kind = e["EventType"]
+        if ((kind in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed)
+             and e["TaskScheduledId"] in rewound_ids)
+                or (dropped_timer is not None and kind in (ET.TimerCreated, ET.TimerFired)
+                    and dropped_timer in (e.get("EventId"), e.get("TimerId")))):
+            undone.add(i)
     generic = {"EventType": int(ET.GenericEvent), "EventId": -1, "IsPlayed": True,
                "Data": f"Rewound: {reason or ''}"}
-    rewritten = []
-    for e in history:
-        kind = e["EventType"]
-        if kind == ET.ExecutionCompleted:
-            continue
-        undo = ((kind in (ET.TaskFailed, ET.SubOrchestrationInstanceFailed)
-                 and e["TaskScheduledId"] in rewound_ids)
-                or (dropped_timer is not None and kind in (ET.TimerCreated, ET.TimerFired)
-                    and dropped_timer in (e.get("EventId"), e.get("TimerId"))))
-        rewritten.append({**generic, "Timestamp": e["Timestamp"]} if undo else e)
+    rewritten = [{**generic, "Timestamp": e["Timestamp"]} if i in undone else e
+                 for i, e in enumerate(history) if e["EventType"] != ET.ExecutionCompleted]
+    scheduled = {e["EventId"]: e for e in history
+                 if e["EventType"] in (ET.TaskScheduled, ET.SubOrchestrationInstanceCreated)}
     ts = p.history_time(p.utcnow())
     woken = [instance_id]
     with engine.store.transaction():
+        current = engine.store.get_instance(instance_id)
+        if current is None or current["status"] != "Failed" \
+                or current["execution_id"] != row["execution_id"]:
+            raise Gone(f"instance '{instance_id}' changed while it was being rewound")
         engine.store.replace_history(instance_id, [p.stored_event(e) for e in rewritten])
-        for task_id in sorted(rewound_ids):
+        for task_id in rewound_ids:
             source = scheduled[task_id]
             if source["EventType"] == ET.TaskScheduled:
                 engine.store.add_activity(instance_id, row["execution_id"], task_id,
@@ -301,8 +298,7 @@ def rewind(engine: Engine, instance_id: str, reason: str | None) -> None:
         if not rewound_ids:  # a failure in orchestrator code: just replay it
             engine.store.add_inbox(instance_id, row["execution_id"], json.dumps(
                 p.event(ET.GenericEvent, ts, Data="Rewound")), time.time())
-        engine.store.update_instance(instance_id, status="Running", output=None,
-                                     engine_state=json.dumps(state))
+        engine.store.update_instance(instance_id, status="Running", output=None)
     engine.notify_status(instance_id)
     engine.run_queued_activities(instance_id)
     for target in woken:

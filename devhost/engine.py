@@ -23,7 +23,7 @@ from typing import Any
 from . import protocol as p
 from . import sdk_speedups
 from .config import HostConfig
-from .decide import Effects, decide, fresh_engine_state, select_batch
+from .decide import Effects, decide, select_batch
 from .invoker import Invoker
 from .loader import AppIndex
 from .store import Store
@@ -259,11 +259,11 @@ class Engine:
                     store.delete_inbox(stale)
             return False
 
-        state = json.loads(inst["engine_state"])
-        batch, events, retry_event = select_batch(due, state)
+        history_texts, history = store.replay_history(instance_id)
+        batch, events = select_batch(due, history)
+        consumed = [r["id"] for r in batch] + stale
         started = p.utcnow()
         new_events = [p.event(ET.OrchestratorStarted, p.history_time(started))] + events
-        history_texts = store.replay_texts(instance_id)
 
         registered = self.index.orchestrator(inst["name"])
         if registered is None:
@@ -275,33 +275,47 @@ class Engine:
             result = await self.invoker.run_orchestrator(
                 registered[0], registered[1], document, len(history_texts) + len(new_events))
 
-        effects = decide(inst, state, result, retry_event, started, self.index, self.cfg)
-        self._commit_episode(inst, state, result, effects, new_events,
-                             [r["id"] for r in batch] + stale, started)
+        history += [p.event_key(e) for e in new_events]
+        effects = decide(inst, history, result, started, self.index, self.cfg)
+        queued_timers = {r["timer_id"] for r in rows
+                         if r["timer_id"] is not None and r["id"] not in consumed}
+        self._commit_episode(inst, result, effects, new_events, consumed, queued_timers, started)
         return len(due) > len(batch)
 
-    def _commit_episode(self, inst: dict, state: dict, result: dict, fx: Effects,
-                        new_events: list[dict], consumed: list[int], started: datetime) -> None:
+    async def replay_actions(self, inst: dict) -> list[p.Action]:
+        """The SDK's actions for the history as it stands: a replay with no new events, not
+        committed (rewind needs them to know which calls retry)."""
+        registered = self.index.orchestrator(inst["name"])
+        if registered is None:
+            return []
+        instance_id = inst["instance_id"]
+        texts, _ = self.store.replay_history(instance_id)
+        document = p.context_document(texts, [], inst["input_raw"], instance_id,
+                                      inst["parent_instance_id"])
+        result = await self.invoker.replay_orchestrator(registered[0], registered[1], document,
+                                                        len(texts))
+        return p.read_actions(result)
+
+    def _commit_episode(self, inst: dict, result: dict, fx: Effects, new_events: list[dict],
+                        consumed: list[int], queued_timers: set[int], started: datetime) -> None:
         store = self.store
         instance_id, execution_id = inst["instance_id"], inst["execution_id"]
         ts = p.history_time(started)
         error = result.get("error") if fx.failure is None else fx.failure
         continue_as_new = fx.continue_as_new
         custom = result.get("customStatus")
-        fields: dict[str, Any] = {
-            "custom_status": None if custom is None else json.dumps(custom),
-            "engine_state": json.dumps(state)}
+        fields: dict[str, Any] = {"custom_status": None if custom is None else json.dumps(custom)}
         outcome = "Running"
         completion: dict | None = None
         if error is not None:
             outcome = "Failed"
             output = p.orchestrator_failure_output(inst["name"], error)
-            fields.update(output=json.dumps(output), engine_state=inst["engine_state"])
+            fields["output"] = json.dumps(output)
             completion = p.event(ET.ExecutionCompleted, ts, OrchestrationStatus="Failed",
                                  Result=json.dumps(output), FailureDetails={"ErrorMessage": error})
         elif result.get("isDone") and continue_as_new is not None:
             outcome = "ContinuedAsNew"
-            fields.update(engine_state=json.dumps(fresh_engine_state()), output=None)
+            fields["output"] = None
         elif result.get("isDone"):
             outcome = "Completed"
             fields["output"] = json.dumps(result.get("output"))
@@ -335,8 +349,10 @@ class Engine:
                     store.add_inbox(instance_id, execution_id, json.dumps(fired),
                                     fire_at.timestamp(), timer_id=timer_id)
                     woken.append("instance:" + instance_id)
+                queued_timers |= {timer_id for timer_id, _ in fx.timers}
                 for timer_id in fx.cancelled_timers:
-                    store.delete_timer(instance_id, timer_id)
+                    if timer_id in queued_timers:  # else it fired, or was dropped before
+                        store.delete_timer(instance_id, timer_id)
                 for child in fx.children:
                     woken.append("instance:" + self._start_child(inst, child, ts))
             if outcome == "ContinuedAsNew":
@@ -403,7 +419,8 @@ class Engine:
         return parent_id
 
     def _continue_as_new(self, inst: dict, input_text: str | None) -> None:
-        """Fresh generation: same id and parent, new execution, history and bookkeeping."""
+        """Fresh generation: same id and parent, new execution and history (and so fresh
+        bookkeeping: it is derived from the history)."""
         store = self.store
         execution_id = uuid.uuid4().hex
         store.clear_history(inst["instance_id"])
@@ -498,8 +515,7 @@ def create_instance(store: Store, instance_id: str, name: str, input_text: str |
     execution_id = uuid.uuid4().hex
     row = {"instance_id": instance_id, "name": name, "execution_id": execution_id,
            "status": "Pending", "input": input_text, "input_raw": input_raw,
-           "engine_state": json.dumps(fresh_engine_state()), "created_at": now,
-           "updated_at": now, "version": version}
+           "created_at": now, "updated_at": now, "version": version}
     if parent:
         row.update(parent_instance_id=parent[0], parent_execution_id=parent[1],
                    parent_task_id=parent[2])

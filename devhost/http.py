@@ -386,8 +386,11 @@ def management_routes(rpc: bool) -> web.RouteTableDef:
             row = commands.restart(engine, instance_id,
                                    _flag(request, "restartWithNewInstanceId", True))
             return check_status_response(request, row["instance_id"])
+        if operation == "rewind":  # it may replay the orchestrator first: a coroutine
+            await commands.rewind(engine, instance_id, reason)
+            return web.Response(status=202)
         actions = {"terminate": commands.terminate, "suspend": commands.suspend,
-                   "resume": commands.resume, "rewind": commands.rewind}
+                   "resume": commands.resume}
         if operation not in actions:
             raise NotFound(f"unknown instance operation '{operation}'")
         actions[operation](engine, instance_id, reason)

@@ -97,6 +97,13 @@ class Invoker:
             invocation.failed(result["error"], user_traceback(cause) if cause else None)
         return result
 
+    async def replay_orchestrator(self, name: str, handle, document: str, size: int) -> dict:
+        """A replay only to read the SDK's actions (rewind): not an invocation, so no console
+        line, and its failure, if the code fails again, is just part of the state returned."""
+        returned, raised = await self._run_handle(self.orchestrator_pool, handle, document,
+                                                  size, f"orchestrator '{name}'")
+        return p.parse_orchestrator_result(returned, raised)
+
     async def run_entity(self, name: str, scheduler_id: str, handle, document: str,
                          operations: list[dict], state: str | None
                          ) -> tuple[list[p.EntityResult], str | None]:

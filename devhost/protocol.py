@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 from urllib.parse import quote
 
 
@@ -188,9 +188,36 @@ REPLAYED_TYPES = frozenset({EventType.OrchestratorStarted, EventType.ExecutionSt
                             EventType.EventSent, EventType.EventRaised, EventType.ContinueAsNew})
 
 
-def stored_event(e: dict) -> tuple[str, bool]:
-    """How an event is kept: played-history JSON text, and whether replays need it."""
-    return json.dumps({**e, "IsPlayed": True}), e["EventType"] in REPLAYED_TYPES
+# Scheduling events carry in EventId the task id DTFx handed out for them (§2.2).
+SCHEDULING_TYPES = frozenset({EventType.TaskScheduled, EventType.SubOrchestrationInstanceCreated,
+                              EventType.TimerCreated, EventType.EventSent})
+
+
+def event_key(e: dict) -> tuple[int, int | None]:
+    """(EventType, the task id the event names): the EventId of a scheduling event, the
+    TaskScheduledId of a completion, the TimerId of a TimerFired. All that the engine's
+    bookkeeping (decide.bookkeeping) reads of an event."""
+    kind = e["EventType"]
+    if kind in SCHEDULING_TYPES:
+        return kind, e.get("EventId")
+    if kind == EventType.TimerFired:
+        return kind, e.get("TimerId")
+    return kind, e.get("TaskScheduledId")
+
+
+class StoredEvent(NamedTuple):
+    """How an event is kept: played-history JSON text, whether replays need it, and its
+    event_key (what the bookkeeping reads, so it never parses the text)."""
+
+    text: str
+    replayed: bool
+    kind: int
+    task_id: int | None
+
+
+def stored_event(e: dict) -> StoredEvent:
+    return StoredEvent(json.dumps({**e, "IsPlayed": True}), e["EventType"] in REPLAYED_TYPES,
+                       *event_key(e))
 
 
 def parse_orchestrator_result(returned: str | None, raised: BaseException | None) -> dict:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import DatabaseError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
@@ -38,7 +38,7 @@ MIGRATIONS: list[str] = [
         parent_instance_id TEXT,
         parent_execution_id TEXT,
         parent_task_id INTEGER,
-        engine_state TEXT NOT NULL DEFAULT '{}',
+        engine_state TEXT NOT NULL DEFAULT '{}',  -- unused since version 4: derived from history
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );
@@ -102,11 +102,25 @@ MIGRATIONS: list[str] = [
         WHERE json_extract(event, '$.EventType') = 11;
     CREATE INDEX IF NOT EXISTS inbox_timer ON inbox(instance_id, timer_id)
     """,
+    # version 4: each history row names its event type and the task id it carries (p.event_key:
+    # the EventId of the scheduling events 4, 7, 10, 14, a TimerFired's TimerId, else the
+    # TaskScheduledId), all that the engine's bookkeeping reads: it is rebuilt from history
+    # every episode (decide.bookkeeping), and instances.engine_state is no longer used
+    """
+    ALTER TABLE history ADD COLUMN kind INTEGER;
+    ALTER TABLE history ADD COLUMN task_id INTEGER;
+    UPDATE history SET kind = json_extract(event, '$.EventType'),
+        task_id = CASE WHEN json_extract(event, '$.EventType') IN (4, 7, 10, 14)
+                       THEN json_extract(event, '$.EventId')
+                       WHEN json_extract(event, '$.EventType') = 11
+                       THEN json_extract(event, '$.TimerId')
+                       ELSE json_extract(event, '$.TaskScheduledId') END
+    """,
 ]
 
 INSTANCE_COLUMNS = ("instance_id", "name", "execution_id", "status", "input", "input_raw",
                     "output", "custom_status", "parent_instance_id", "parent_execution_id",
-                    "parent_task_id", "engine_state", "created_at", "updated_at", "version")
+                    "parent_task_id", "created_at", "updated_at", "version")
 
 
 class Store:
@@ -322,26 +336,33 @@ class Store:
 
     # -- history ----------------------------------------------------------------------------
 
-    def replay_texts(self, instance_id: str) -> list[str]:
-        """The events an orchestrator replay needs, as stored JSON text, in order."""
-        return [r[0] for r in self.db.execute(
-            "SELECT event FROM history WHERE instance_id=? AND replayed=1 ORDER BY seq",
-            (instance_id,))]
+    def replay_history(self, instance_id: str) -> tuple[list[str], list[tuple[int, int | None]]]:
+        """One read per episode: the events an orchestrator replay needs, as stored JSON text,
+        and every event's (EventType, task id) for the bookkeeping, both in order."""
+        rows = self.db.execute("SELECT kind, task_id, CASE WHEN replayed THEN event END "
+                               "FROM history WHERE instance_id=? ORDER BY seq",
+                               (instance_id,)).fetchall()
+        return ([text for _, _, text in rows if text is not None],
+                [(kind, task_id) for kind, task_id, _ in rows])
 
     def history(self, instance_id: str) -> list[dict]:
         return [json.loads(r[0]) for r in self.db.execute(
             "SELECT event FROM history WHERE instance_id=? ORDER BY seq", (instance_id,))]
 
-    def append_history(self, instance_id: str, events: list[tuple[str, bool]]) -> None:
-        """Append (event text, replayed) pairs after whatever is there (a terminate or suspend
-        may have added an event while an episode was running)."""
+    def append_history(self, instance_id: str,
+                       events: list[tuple[str, bool, int, int | None]]) -> None:
+        """Append stored events (p.stored_event: text, replayed, EventType, task id) after
+        whatever is there (a terminate or suspend may have added an event while an episode
+        was running)."""
         start = self.db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE "
                                 "instance_id=?", (instance_id,)).fetchone()[0]
-        self.db.executemany("INSERT INTO history VALUES (?,?,?,?)",
-                            [(instance_id, start + i, text, int(replayed))
-                             for i, (text, replayed) in enumerate(events)])
+        self.db.executemany("INSERT INTO history (instance_id, seq, event, replayed, kind, "
+                            "task_id) VALUES (?,?,?,?,?,?)",
+                            [(instance_id, start + i, text, int(replayed), kind, task_id)
+                             for i, (text, replayed, kind, task_id) in enumerate(events)])
 
-    def replace_history(self, instance_id: str, events: list[tuple[str, bool]]) -> None:
+    def replace_history(self, instance_id: str,
+                        events: list[tuple[str, bool, int, int | None]]) -> None:
         self.clear_history(instance_id)
         self.append_history(instance_id, events)
 

@@ -475,7 +475,7 @@ def test_decide_turns_the_sdks_own_output_into_history_and_work():
 
     from devhost import protocol as p
     from devhost.config import HostConfig
-    from devhost.decide import decide, fresh_engine_state, select_batch
+    from devhost.decide import decide, select_batch
     from devhost.loader import index_app
 
     app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -497,26 +497,27 @@ def test_decide_turns_the_sdks_own_output_into_history_and_work():
     index = index_app(app)
     name, handle = index.orchestrator("orch")
     inst = {"instance_id": "i1", "execution_id": "x1", "name": name}
-    state, stored = fresh_engine_state(), []
+    history: list[dict] = []
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
     def episode(n: int, events: list[dict]):
         started = t0 + timedelta(seconds=n)
         rows = [{"id": i, "event": json.dumps(e)} for i, e in enumerate(events)]
-        _, batch, retry_event = select_batch(rows, state)
+        _, batch = select_batch(rows, [p.event_key(e) for e in history])
         new = [p.event(p.EventType.OrchestratorStarted, p.history_time(started))] + batch
-        document = p.context_document(stored, new, None, "i1", None)
+        texts = [s.text for s in map(p.stored_event, history) if s.replayed]
+        document = p.context_document(texts, new, None, "i1", None)
         result = p.parse_orchestrator_result(*_call(handle, document))
-        fx = decide(inst, state, result, retry_event, started, index, HostConfig())
-        stored.extend(text for text, replayed in map(p.stored_event, new + fx.history)
-                      if replayed)
+        fx = decide(inst, [p.event_key(e) for e in history + new], result, started, index,
+                    HostConfig())
+        history.extend(new + fx.history)
         return result, fx
 
     started_event = p.execution_started(p.history_time(t0), name, None, "i1", "x1", None)
     _, fx = episode(1, [started_event])
     assert [(e["EventType"], e["EventId"], e["Name"]) for e in fx.history] == \
         [(p.EventType.TaskScheduled, 0, "act")]
-    assert fx.activities == [(0, "act", "1")] and state["next_id"] == 1
+    assert fx.activities == [(0, "act", "1")]
 
     _, fx = episode(2, [p.task_completed(p.history_time(t0), 0, "1")])
     assert [(e["EventType"], e["EventId"]) for e in fx.history] == \

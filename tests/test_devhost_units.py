@@ -233,9 +233,13 @@ def test_context_document_is_accepted_by_the_sdk():
            p.event(ET.TaskScheduled, t0, 0, Name="hello", Version="", Input='"Tokyo"'),
            p.event(ET.OrchestratorCompleted, t0)]
     stored = [p.stored_event(e) for e in old]
-    assert [replayed for _, replayed in stored] == [True, True, False, False]
-    assert all(json.loads(text)["IsPlayed"] is True for text, _ in stored)
-    history_texts = [text for text, replayed in stored if replayed]
+    assert [s.replayed for s in stored] == [True, True, False, False]
+    assert all(json.loads(s.text)["IsPlayed"] is True for s in stored)
+    assert [(s.kind, s.task_id) for s in stored] == [(ET.OrchestratorStarted, None),
+                                                    (ET.ExecutionStarted, None),
+                                                    (ET.TaskScheduled, 0),
+                                                    (ET.OrchestratorCompleted, None)]
+    history_texts = [s.text for s in stored if s.replayed]
     t1 = "2024-05-01T10:00:02.1234567Z"
     new = [p.event(ET.OrchestratorStarted, t1), p.task_completed(t1, 0, '"Hello Tokyo"')]
     # the input as the Python client stores it: a JSON string holding JSON text
@@ -440,7 +444,7 @@ def test_transaction_rollback_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         with s.transaction():
             s.put_instance(_instance_row())
-            s.append_history("i1", [('{"EventType": 0}', True)])
+            s.append_history("i1", [('{"EventType": 0}', True, 0, None)])
             s.add_inbox("i1", "x1", "{}", 0.0)
             s.add_activity("i1", "x1", 0, "act", None)
             s.add_entity_op("@c@k", "add", "1", True)
@@ -487,15 +491,17 @@ def test_history_append_and_delete_instance(tmp_path):
     s = store_mod.Store(tmp_path / "hub.sqlite")
     with s.transaction():
         s.put_instance(_instance_row())
-        s.append_history("i1", [('{"EventType": 12, "n": 1}', True)])
-        s.append_history("i1", [('{"EventType": 4, "n": 2}', False),
-                                ('{"EventType": 5, "n": 3}', True)])
+        s.append_history("i1", [('{"EventType": 12, "n": 1}', True, 12, None)])
+        s.append_history("i1", [('{"EventType": 4, "n": 2}', False, 4, 0),
+                                ('{"EventType": 5, "n": 3}', True, 5, 0)])
         s.add_inbox("i1", "x1", "{}", 0.0)
         s.add_activity("i1", "x1", 0, "act", None)
     assert [e["n"] for e in s.history("i1")] == [1, 2, 3]
-    assert [json.loads(t)["n"] for t in s.replay_texts("i1")] == [1, 3]  # only what replays need
+    texts, keys = s.replay_history("i1")
+    assert [json.loads(t)["n"] for t in texts] == [1, 3]  # only what replays need
+    assert keys == [(12, None), (4, 0), (5, 0)]  # and every event's key, for the bookkeeping
     with s.transaction():
-        s.replace_history("i1", [('{"EventType": 0, "n": 9}', True)])
+        s.replace_history("i1", [('{"EventType": 0, "n": 9}', True, 0, None)])
     assert [e["n"] for e in s.history("i1")] == [9]
     with s.transaction():
         assert s.delete_instance("i1") == 1
@@ -550,10 +556,12 @@ def test_task_hub_from_the_first_schema_1_layout(tmp_path):
     except DatabaseError:
         return  # refused readably at start-up: acceptable
     try:
-        assert len(s.replay_texts("i1")) == 1  # the old event is still replayed
+        texts, keys = s.replay_history("i1")
+        assert len(texts) == 1 and keys == [(12, None)]  # still replayed, keyed by migration
         with s.transaction():
-            s.append_history("i1", [('{"EventType": 13}', False), ('{"EventType": 5}', True)])
-        assert len(s.history("i1")) == 3 and len(s.replay_texts("i1")) == 2
+            s.append_history("i1", [p.stored_event(p.event(ET.OrchestratorCompleted, "t")),
+                                    p.stored_event(p.task_completed("t", 0, None))])
+        assert len(s.history("i1")) == 3 and len(s.replay_history("i1")[0]) == 2
     finally:
         s.close()
 
@@ -661,3 +669,31 @@ def test_local_settings(tmp_path):
     _app(tmp_path, settings={"Values": ["not", "an", "object"]})
     with pytest.raises(ConfigError):
         config.load_local_settings(tmp_path)
+
+
+def test_a_schema_3_hub_gets_its_history_keyed(tmp_path):
+    """Schema 4 keeps each history event's type and task id in columns (the bookkeeping reads
+    only those); a hub from schema 3 gets them filled in from the stored events."""
+    path = tmp_path / "old.sqlite"
+    store_mod.Store(path).close()
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("ALTER TABLE history DROP COLUMN kind")
+    con.execute("ALTER TABLE history DROP COLUMN task_id")
+    con.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    t = "2024-05-01T10:00:00.0000000Z"
+    events = [p.event(ET.OrchestratorStarted, t), p.event(ET.TaskScheduled, t, 0, Name="a"),
+              p.event(ET.TimerCreated, t, 1, FireAt=t), p.event(ET.EventSent, t, 2, Input="{}"),
+              p.task_failed(t, 0, "no", ""), p.timer_fired(t, 1, t), p.event_raised(t, "e", None)]
+    for seq, e in enumerate(events):
+        text, replayed, _, _ = p.stored_event(e)
+        con.execute("INSERT INTO history VALUES ('i1', ?, ?, ?)", (seq, text, int(replayed)))
+    con.close()
+    s = store_mod.Store(path)
+    try:
+        texts, keys = s.replay_history("i1")
+        assert keys == [p.event_key(e) for e in events] == [
+            (ET.OrchestratorStarted, None), (ET.TaskScheduled, 0), (ET.TimerCreated, 1),
+            (ET.EventSent, 2), (ET.TaskFailed, 0), (ET.TimerFired, 1), (ET.EventRaised, None)]
+        assert len(texts) == 5  # OrchestratorStarted, EventSent and the three completions
+    finally:
+        s.close()
