@@ -100,9 +100,9 @@ class Invoker:
         """One episode: the OrchestratorState the SDK returned (with `error` on failure)."""
         invocation = Invocation(self.index.function_name(name))
         if self.remote_handles:
-            answer = await self.workers.call({"kind": "orchestrator", "name": name,
-                                              "document": document, "size": size})
-            result = json.loads(answer["text"]) if "text" in answer else answer["result"]
+            answer, text = await self.workers.call(
+                {"kind": "orchestrator", "name": name, "size": size}, document)
+            result = json.loads(text) if answer.get("ok") else answer["result"]
             cause_traceback = answer.get("traceback")
         else:
             returned, raised = await self._run_handle(self.orchestrator_pool, handle, document,
@@ -120,9 +120,9 @@ class Invoker:
         """One batch: a result per operation (never fewer) and the entity's new state."""
         invocation = Invocation(self.index.function_name(name))
         if self.remote_handles:
-            answer = await self.workers.call({"kind": "entity", "name": name,
-                                              "document": document, "size": len(operations)})
-            returned, raised = answer.get("text"), answer.get("failure")
+            answer, returned = await self.workers.call(
+                {"kind": "entity", "name": name, "size": len(operations)}, document)
+            raised = answer.get("failure")
         else:
             returned, raised = await self._run_handle(self.entity_pool, handle, document,
                                                       len(operations), f"entity '{name}'")
@@ -187,18 +187,18 @@ class Invoker:
         """At least once, as a redelivered activity message in Azure: a worker that died with
         the activity in flight (its result lost) is replaced and the activity runs again."""
         from .workers import WorkerDied
-        message = {"kind": "activity", "name": activity.name, "input": input_text,
-                   "client": client, "invocation_id": invocation_id}
+        message = {"kind": "activity", "name": activity.name, "client": client,
+                   "invocation_id": invocation_id}
         while True:
             try:
-                answer = await self.workers.call(message)
+                answer, text = await self.workers.call(message, input_text)
             except WorkerDied as exc:
                 log.warning("activity '%s' (Id=%s) lost with its worker (%s): running it "
                             "again", activity.name, invocation_id, exc)
                 continue
             if "failure" in answer:
                 raise RemoteFailure(answer["failure"])
-            return answer["text"]
+            return text
 
     async def call_activity_here(self, activity, input_text: str | None, client: str | None,
                                  invocation_id: str, timeout: float | None) -> str:

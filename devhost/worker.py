@@ -27,6 +27,7 @@ from .loader import apply_local_settings, import_app, index_app
 
 log = logging.getLogger("devhost.worker")
 PR_SET_PDEATHSIG = 1
+OK = {"ok": True}
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -47,51 +48,55 @@ class Worker:
     async def serve(self, sock: socket.socket) -> None:
         reader, self.writer = await asyncio.open_connection(sock=sock)
         self.writer.write(wire.encode({"ready": os.getpid()}))
-        while (message := await wire.read(reader)) is not None:
+        while (frame := await wire.read(reader)) is not None:
+            message, body = frame
             if "cancel" in message:  # functionTimeout expired in devhost
                 task = self.tasks.get(message["cancel"])
                 if task is not None:
                     task.cancel()
                 continue
-            task = asyncio.ensure_future(self.answer(message))
+            task = asyncio.ensure_future(self.answer(message, body))
             self.tasks[message["id"]] = task
             task.add_done_callback(lambda _, i=message["id"]: self.tasks.pop(i, None))
 
-    async def answer(self, message: dict) -> None:
+    async def answer(self, message: dict, body: str | None) -> None:
+        reply_body = None
         try:
-            reply = await self.run(message)
+            reply, reply_body = await self.run(message, body)
         except asyncio.CancelledError:
             return
         except Exception as exc:  # a failure of this worker's own, not of the user's code
             log.exception("worker failed to run %s '%s'", message.get("kind"),
                           message.get("name"))
             reply = {"broken": f"{type(exc).__name__}: {exc}"}
-        reply["id"] = message["id"]
-        self.writer.write(wire.encode(reply))
+        self.writer.write(wire.encode({**reply, "id": message["id"]}, reply_body))
 
-    async def run(self, message: dict) -> dict:
+    async def run(self, message: dict, body: str | None) -> tuple[dict, str | None]:
+        """(answer header, answer body): `ok` with the text as body, or the failure."""
         kind, name, index, invoker = (message["kind"], message["name"], self.invoker.index,
                                       self.invoker)
         if kind == "activity":
             try:
-                return {"text": await invoker.call_activity_here(
-                    index.activity(name), message["input"], message["client"],
-                    message["invocation_id"], None)}
+                return OK, await invoker.call_activity_here(
+                    index.activity(name), body, message["client"], message["invocation_id"],
+                    None)
             except Exception as exc:  # user code: devhost turns it into TaskFailed
-                return {"failure": failure_details(exc)}
+                return {"failure": failure_details(exc)}, None
         if kind == "orchestrator":
             returned, raised = await invoker._run_handle(
-                invoker.orchestrator_pool, index.orchestrator(name)[1], message["document"],
-                message["size"], f"orchestrator '{name}'")
+                invoker.orchestrator_pool, index.orchestrator(name)[1], body, message["size"],
+                f"orchestrator '{name}'")
             if raised is None:
-                return {"text": returned}
+                return OK, returned
             result, cause_traceback = orchestrator_outcome(returned, raised)
-            return {"result": result, "traceback": cause_traceback}
+            return {"result": result, "traceback": cause_traceback}, None
         if kind == "entity":
             returned, raised = await invoker._run_handle(
-                invoker.entity_pool, index.entity(name)[1], message["document"],
-                message["size"], f"entity '{name}'")
-            return {"text": returned} if raised is None else {"failure": failure_details(raised)}
+                invoker.entity_pool, index.entity(name)[1], body, message["size"],
+                f"entity '{name}'")
+            if raised is None:
+                return OK, returned
+            return {"failure": failure_details(raised)}, None
         raise ValueError(f"unknown invocation kind {kind!r}")
 
 
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
                                         max_entities=args.threads))
     try:
         asyncio.run(Worker(invoker).serve(sock))
+    except BaseException:  # devhost reports the worker's exit; say why here
+        log.exception("worker stopped")
     finally:
         sys.stdout.flush()
         os._exit(0)  # activity threads still running must not keep a worker of a gone host

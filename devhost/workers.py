@@ -90,7 +90,7 @@ class WorkerPool:
             hello = await asyncio.wait_for(wire.read(reader), START_TIMEOUT_SECONDS)
         except asyncio.TimeoutError:
             hello = None
-        if not hello or "ready" not in hello:
+        if not hello or "ready" not in hello[0]:
             worker.proc.kill()
             raise DevhostError(f"{worker} did not load the app (exit code "
                                f"{worker.proc.poll()}; its output is above)")
@@ -122,8 +122,9 @@ class WorkerPool:
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def call(self, message: dict) -> dict:
-        """Send one invocation to the least busy worker; its answer (WorkerDied if it died)."""
+    async def call(self, message: dict, body: str | None = None) -> tuple[dict, str | None]:
+        """Send one invocation to the least busy worker; its answer header and body
+        (WorkerDied if the worker died first)."""
         while not self._ready:
             if self.closing:
                 raise WorkerDied("devhost is stopping")
@@ -133,20 +134,20 @@ class WorkerPool:
         call_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         worker.pending[call_id] = future
-        worker.writer.write(wire.encode({**message, "id": call_id}))
+        worker.writer.write(wire.encode({**message, "id": call_id}, body))
         try:
             answer = await future
         except asyncio.CancelledError:  # functionTimeout: an async activity can be cancelled
             if worker.pending.pop(call_id, None) is not None and not worker.writer.is_closing():
                 worker.writer.write(wire.encode({"cancel": call_id}))
             raise
-        if "broken" in answer:
-            raise RuntimeError(f"{worker}: {answer['broken']}")
+        if "broken" in answer[0]:
+            raise RuntimeError(f"{worker}: {answer[0]['broken']}")
         return answer
 
     async def _read(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
         while (answer := await wire.read(reader)) is not None:
-            future = worker.pending.pop(answer.get("id"), None)
+            future = worker.pending.pop(answer[0].get("id"), None)
             if future is not None and not future.done():
                 future.set_result(answer)
         self._ready.remove(worker)
