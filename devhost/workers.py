@@ -126,8 +126,8 @@ class WorkerPool:
         """Send one invocation to the least busy worker; its answer header and body
         (WorkerDied if the worker died first)."""
         while not self._ready:
-            if self.closing:
-                raise WorkerDied("devhost is stopping")
+            if self.closing:  # the work stays queued in the store for the next start
+                raise asyncio.CancelledError()
             self._available.clear()
             await self._available.wait()
         worker = min(self._ready, key=lambda w: len(w.pending))
@@ -155,7 +155,11 @@ class WorkerPool:
         lost, worker.pending = worker.pending, {}
         code = await asyncio.get_running_loop().run_in_executor(None, worker.proc.wait)
         for future in lost.values():
-            if not future.done():
+            if future.done():
+                continue
+            if self.closing:  # not lost: still queued in the store for the next start
+                future.cancel()
+            else:
                 future.set_exception(WorkerDied(f"{worker} exited with code {code}"))
         if self.closing:
             return

@@ -197,11 +197,21 @@ def test_sigkill_of_devhost_leaves_no_worker(devhost_factory, tmp_path):
     assert wait_gone(workers) == []
 
 
-def test_clean_stop_stops_workers(devhost_factory, tmp_path):
+def test_clean_stop_stops_workers_and_keeps_in_flight_work(devhost_factory, tmp_path):
     host = workers_host(devhost_factory, tmp_path, "2")
     workers = worker_pids(host)
-    assert host.stop() == 0
+    instance_id = start(host, "kill_me", "stop")  # a sync activity busy in the worker
+    marks = tmp_path / "killable-stop"
+    deadline = time.time() + 30
+    while time.time() < deadline and not marks.exists():
+        time.sleep(0.05)
+    assert host.stop() == 0  # Ctrl-C: devhost exits by itself (stop() SIGKILLs after 20 s)
     assert wait_gone(workers) == []
+    assert "(Failed" not in host.log()  # the activity was not reported as failed
+    # its row stayed queued: the next start runs it again and the orchestration completes
+    host.start()
+    doc = wait_for_status(host, instance_id, timeout=60)
+    assert doc["runtimeStatus"] == "Completed" and doc["output"]["runs"] == 2
 
 
 @pytest.mark.parametrize("value", ["0", "11", "two", "1.5"])
