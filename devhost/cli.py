@@ -18,6 +18,7 @@ from .http import PARSER_LIMITS, HostState, build_app
 from .loader import apply_local_settings, import_app, index_app
 from .store import Store
 from .timer_triggers import TimerTriggers
+from .workers import WorkerPool
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +63,7 @@ def describe_functions(host: HostState, base_url: str) -> str:
 # The event loop releases the GIL in every SQLite call; a pool thread running Python then
 # keeps it up to the switch interval (5 ms by default) before the loop gets it back.
 GIL_SWITCH_SECONDS = 0.0005
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -81,6 +83,10 @@ async def serve(args: argparse.Namespace) -> None:
     host = HostState(engine, config.hub_name, config.route_prefix, args.port, args.host,
                      os.environ.get("DEVHOST_MASTER_KEY"), function_keys)
     timers = TimerTriggers(engine)  # schedules are checked before anything is served
+    if config.worker_process_count > 1:  # ready before anything is served or re-run
+        pool = await WorkerPool(config.worker_process_count, app_dir, config.max_activities,
+                                args.verbose).start()
+        engine.invoker.attach_workers(pool, config.worker_handles)
     runner = web.AppRunner(build_app(host), access_log=None, handle_signals=False,
                            **PARSER_LIMITS)
     await runner.setup()
@@ -88,6 +94,7 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await site.start()
     except OSError as exc:
+        engine.invoker.shutdown()
         raise ListenError(f"cannot listen on {args.host}:{args.port}: "
                           f"{exc.strerror or exc}") from exc
     await engine.start()
@@ -116,7 +123,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=LOG_FORMAT)
     try:
         asyncio.run(serve(args))
     except DevhostError as exc:

@@ -55,6 +55,9 @@ class HostConfig:
     max_orchestration_actions: int = 100_000
     function_timeout: float | None = None
     default_version: str | None = None
+    # app settings (environment / local.settings.json Values), not host.json
+    worker_process_count: int = 1      # FUNCTIONS_WORKER_PROCESS_COUNT: Python worker processes
+    worker_handles: bool = False       # DEVHOST_WORKER_HANDLES: episodes/batches in workers too
     raw: dict = field(default_factory=dict)
 
 
@@ -101,4 +104,25 @@ def load_host_config(app_dir: Path, env: dict[str, str] | None = None) -> HostCo
     for name in ("max_activities", "max_orchestrators", "max_entities", "max_entity_batch"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"host.json: {name} must be at least 1")
+    cfg.worker_process_count = worker_process_count(env)
+    handles = env.get("DEVHOST_WORKER_HANDLES", "").strip().lower()
+    cfg.worker_handles = handles in ("1", "true") if handles else cfg.worker_handles
     return cfg
+
+
+WORKER_COUNT_SETTING = "FUNCTIONS_WORKER_PROCESS_COUNT"
+
+
+def worker_process_count(env: dict[str, str]) -> int:
+    """FUNCTIONS_WORKER_PROCESS_COUNT as Azure accepts it: a whole number from 1 to 10."""
+    text = (env.get(WORKER_COUNT_SETTING) or "").strip()
+    if not text:
+        return 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 10:
+        raise ConfigError(f"app setting {WORKER_COUNT_SETTING}={text!r} is invalid: it must be a "
+                          "whole number from 1 to 10")
+    return count

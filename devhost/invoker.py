@@ -7,6 +7,10 @@ writes them.
 Orchestrator and entity handles are CPU-only by the Durable programming model, so small
 episodes run right on the loop (a thread hand-off costs more than they do); big replays and
 user functions (activities, HTTP, timers) run in pools so the loop stays responsive.
+
+With FUNCTIONS_WORKER_PROCESS_COUNT >= 2 (`attach_workers`), activities — and with
+DEVHOST_WORKER_HANDLES also episodes and entity batches — run in worker processes
+(workers.py); the console lines, failure details and functionTimeout stay here.
 """
 from __future__ import annotations
 
@@ -44,6 +48,12 @@ class Invoker:
         # (hub, connection) → durableClient binding JSON, for functions other than HTTP
         # triggers (those get one built from their request's own address)
         self._client_binding: Callable[[str | None, str | None], str] | None = None
+        self.workers = None          # a workers.WorkerPool once attached
+        self.remote_handles = False  # episodes and entity batches in the workers too
+
+    def attach_workers(self, pool, handles: bool) -> None:
+        """Send activities (and, with `handles`, episodes and batches) to worker processes."""
+        self.workers, self.remote_handles = pool, handles
 
     def use_client_binding(self, make: Callable[[str | None, str | None], str]) -> None:
         """The HTTP layer knows devhost's addresses: it supplies the client binding maker."""
@@ -56,14 +66,18 @@ class Invoker:
         for pool in (self.orchestrator_pool, self.activity_pool, self.entity_pool,
                      self.http_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        if self.workers is not None:
+            self.workers.close()
 
     # -- the one way user code runs ---------------------------------------------------------
 
-    async def _call(self, fn, kwargs: dict, is_async: bool, pool: ThreadPoolExecutor) -> Any:
+    async def _call(self, fn, kwargs: dict, is_async: bool, pool: ThreadPoolExecutor,
+                    timeout: float | None = ...) -> Any:
         """sync in a pool thread, async on the loop; both bounded by functionTimeout."""
         # asyncio.timeout runs the coroutine in the caller's task (wait_for would wrap it in a
         # new task: one more trip through the loop's queue before and after every call)
-        async with asyncio.timeout(self.cfg.function_timeout):
+        timeout = self.cfg.function_timeout if timeout is ... else timeout
+        async with asyncio.timeout(timeout):
             if is_async:
                 return await fn(**kwargs)
             return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(**kwargs))
@@ -87,14 +101,19 @@ class Invoker:
     async def run_orchestrator(self, name: str, handle, document: str, size: int) -> dict:
         """One episode: the OrchestratorState the SDK returned (with `error` on failure)."""
         invocation = Invocation(self.index.function_name(name))
-        returned, raised = await self._run_handle(self.orchestrator_pool, handle, document,
-                                                  size, f"orchestrator '{name}'")
-        result = p.parse_orchestrator_result(returned, raised)
+        if self.remote_handles:
+            answer, text = await self.workers.call(
+                {"kind": "orchestrator", "name": name, "size": size}, document)
+            result = json.loads(text) if answer.get("ok") else answer["result"]
+            cause_traceback = answer.get("traceback")
+        else:
+            returned, raised = await self._run_handle(self.orchestrator_pool, handle, document,
+                                                      size, f"orchestrator '{name}'")
+            result, cause_traceback = orchestrator_outcome(returned, raised)
         if result.get("error") is None:
             invocation.succeeded()
         else:
-            cause = raised and (raised.__cause__ or raised.__context__)
-            invocation.failed(result["error"], user_traceback(cause) if cause else None)
+            invocation.failed(result["error"], cause_traceback)
         return result
 
     async def replay_orchestrator(self, name: str, handle, document: str, size: int) -> dict:
@@ -109,11 +128,18 @@ class Invoker:
                          ) -> tuple[list[p.EntityResult], str | None]:
         """One batch: a result per operation (never fewer) and the entity's new state."""
         invocation = Invocation(self.index.function_name(name))
-        returned, raised = await self._run_handle(self.entity_pool, handle, document,
-                                                  len(operations), f"entity '{name}'")
+        if self.remote_handles:
+            answer, returned = await self.workers.call(
+                {"kind": "entity", "name": name, "size": len(operations)}, document)
+            raised = answer.get("failure")
+        else:
+            returned, raised = await self._run_handle(self.entity_pool, handle, document,
+                                                      len(operations), f"entity '{name}'")
+            raised = raised and failure_details(raised)
         if raised is not None:
-            invocation.failed(raised)
-            return [p.EntityResult(True, json.dumps(str(raised))) for _ in operations], state
+            invocation.failed(raised["error"], raised["stack"])
+            return ([p.EntityResult(True, json.dumps(raised["message"])) for _ in operations],
+                    state)
         results, exists, new_state = p.read_entity_batch_result(returned)
         if len(results) != len(operations):  # never leave a caller without an answer
             message = f"entity '{name}' answered {len(results)} of {len(operations)} operations"
@@ -139,6 +165,11 @@ class Invoker:
                 result_text = await self._call_activity(name, input_text, invocation)
                 invocation.succeeded()
             return p.task_completed(p.history_time(p.utcnow()), task_id, result_text)
+        except RemoteFailure as exc:  # raised in a worker process: its details came back
+            invocation.failed(exc.details["error"], exc.details["stack"])
+            return p.task_failed(p.history_time(p.utcnow()), task_id,
+                                 f"Activity function '{name}' failed: {exc.details['error']}",
+                                 exc.details["user_traceback"])
         except Exception as exc:  # user code: any failure becomes TaskFailed
             if invocation is not None:
                 invocation.failed(exc)
@@ -152,16 +183,45 @@ class Invoker:
         activity = self.index.activity(name)
         if activity is None:
             raise LookupError(f"activity '{name}' is no longer registered")
+        client = self.client_binding(activity.client_hub, activity.client_connection) \
+            if activity.client_param else None
+        if self.workers is None:
+            return await self.call_activity_here(activity, input_text, client, invocation.id,
+                                                 self.cfg.function_timeout)
+        async with asyncio.timeout(self.cfg.function_timeout):
+            return await self._activity_in_worker(activity, input_text, client, invocation.id)
+
+    async def _activity_in_worker(self, activity, input_text: str | None, client: str | None,
+                                  invocation_id: str) -> str:
+        """At least once, as a redelivered activity message in Azure: a worker that died with
+        the activity in flight (its result lost) is replaced and the activity runs again."""
+        from .workers import WorkerDied
+        message = {"kind": "activity", "name": activity.name, "client": client,
+                   "invocation_id": invocation_id}
+        while True:
+            try:
+                answer, text = await self.workers.call(message, input_text)
+            except WorkerDied as exc:
+                log.warning("activity '%s' (Id=%s) lost with its worker (%s): running it "
+                            "again", activity.name, invocation_id, exc)
+                continue
+            if "failure" in answer:
+                raise RemoteFailure(answer["failure"])
+            return text
+
+    async def call_activity_here(self, activity, input_text: str | None, client: str | None,
+                                 invocation_id: str, timeout: float | None) -> str:
+        """The activity in this process; its result as the JSON text the history stores."""
         value = ActivityTriggerConverter.decode(
             meta.Datum(type="string", value=input_text if input_text is not None else "null"),
             trigger_metadata=None)
         kwargs = {activity.input_param: value}
         if activity.client_param:
-            kwargs[activity.client_param] = self.client_binding(activity.client_hub,
-                                                                activity.client_connection)
+            kwargs[activity.client_param] = client
         if activity.wants_context:
-            kwargs["context"] = InvocationContext(activity.name, invocation_id=invocation.id)
-        result = await self._call(activity.fn, kwargs, activity.is_async, self.activity_pool)
+            kwargs["context"] = InvocationContext(activity.name, invocation_id=invocation_id)
+        result = await self._call(activity.fn, kwargs, activity.is_async, self.activity_pool,
+                                  timeout)
         return ActivityTriggerConverter.encode(result, expected_type=None).value
 
     # -- HTTP and timer triggers ------------------------------------------------------------
@@ -240,6 +300,29 @@ class Invocation:
                   "Exception while executing function: Functions.%s. Result: Failure\n"
                   "Exception: %s%s", self.name, self.id, self._duration_ms(), self.name,
                   error, f"\nStack: {stack}" if stack else "")
+
+
+class RemoteFailure(Exception):
+    """A user function failed in a worker process: `details` as failure_details made them."""
+
+    def __init__(self, details: dict):
+        super().__init__(details["error"])
+        self.details = details
+
+
+def failure_details(exc: BaseException) -> dict:
+    """What the console line and the failure records need from an exception, as JSON."""
+    return {"error": f"{type(exc).__name__}: {exc}", "message": str(exc),
+            "stack": "".join(traceback.format_exception(exc)).rstrip(),
+            "user_traceback": user_traceback(exc)}
+
+
+def orchestrator_outcome(returned: str | None, raised: BaseException | None
+                         ) -> tuple[dict, str | None]:
+    """The OrchestratorState, and the user's traceback when the orchestrator failed."""
+    result = p.parse_orchestrator_result(returned, raised)
+    cause = raised and (raised.__cause__ or raised.__context__)
+    return result, user_traceback(cause) if cause and result.get("error") is not None else None
 
 
 def user_traceback(exc: BaseException) -> str:

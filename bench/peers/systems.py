@@ -42,6 +42,11 @@ SYSTEMS = {s.key: s for s in [
            "bench.peers.langgraph_server", "sync"),
     System("dbos", "DBOS {dbos} (SQLite, WAL)", True, "bench.peers.dbos_server"),
     System("app", "**this app on devhost**", False),
+    System("app-w2", "this app on devhost, FUNCTIONS_WORKER_PROCESS_COUNT=2 (activities in "
+           "the worker)", False, variant="2"),
+    System("app-w2h", "this app on devhost, FUNCTIONS_WORKER_PROCESS_COUNT=2 + "
+           "DEVHOST_WORKER_HANDLES=1 (activities, episodes, entity batches in the worker)",
+           False, variant="2h"),
 ]}
 
 
@@ -102,6 +107,9 @@ def start_system(system: System, app_python: str, peer_python: str, folder: Path
                 "--variant", system.variant]
         return Process(argv, env, folder / "server.log", base + "/health"), base, None
     hub = folder / "hub.sqlite"
+    if system.variant:  # app-wN[h]: worker processes (devhost/workers.py)
+        env["FUNCTIONS_WORKER_PROCESS_COUNT"] = system.variant.rstrip("h")
+        env["DEVHOST_WORKER_HANDLES"] = "1" if system.variant.endswith("h") else "0"
     argv = [app_python, "-m", "devhost", "start", "--app", str(ROOT), "--port", str(port),
             "--db", str(hub)]
     return Process(argv, env, folder / "server.log", base + "/admin/host/status"), base, hub
