@@ -31,9 +31,6 @@ from .store import Store
 log = logging.getLogger("devhost.engine")
 ET = p.EventType
 PACING_THRESHOLD_SECONDS, MAX_PACING_SECONDS = 0.005, 0.1
-# Signals an episode sends are processed this much later, so the callers that episode's commit
-# woke (a status wait, the next orchestration) run first; a signal has no waiter to notice.
-SIGNAL_DELAY_SECONDS = 0.002
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.1, 10.0  # back-off after devhost's own failures
 
 
@@ -338,7 +335,7 @@ class Engine:
                 if outcome != "Failed" and (outcome == "Running" or op["is_signal"]):
                     store.add_entity_op(op["entity"], op["name"], op["input"], op["is_signal"],
                                         instance_id, execution_id, op["request_id"])
-                    woken.append(("signal:" if op["is_signal"] else "entity:") + op["entity"])
+                    woken.append("entity:" + op["entity"])
             if outcome == "Running":
                 for task_id, name, input_text in fx.activities:
                     new_activities.append(store.add_activity(
@@ -373,9 +370,6 @@ class Engine:
             kind, _, key = target.partition(":")
             if kind == "entity":
                 self.wake_entity(key)
-            elif kind == "signal":  # nobody waits for a signal: let waiting callers go first
-                if "entity:" + key not in woken:
-                    self.loop.call_later(SIGNAL_DELAY_SECONDS, self.wake_entity, key)
             else:
                 self.wake_instance(key, self._next_visible_delay(key))
 
