@@ -84,8 +84,9 @@ class Invoker:
 
     # -- orchestrators and entities ---------------------------------------------------------
 
-    async def _run_handle(self, pool: ThreadPoolExecutor, handle, document: str, size: int,
-                          what: str) -> tuple[str | None, BaseException | None]:
+    async def run_handle(self, pool: ThreadPoolExecutor, handle, document: str, size: int,
+                         what: str) -> tuple[str | None, BaseException | None]:
+        """An orchestrator or entity handle on its document: (returned JSON, raised)."""
         if size > INLINE_EVENTS_LIMIT:
             return await asyncio.get_running_loop().run_in_executor(
                 pool, _call_handle, handle, document)
@@ -107,7 +108,7 @@ class Invoker:
             result = json.loads(text) if answer.get("ok") else answer["result"]
             cause_traceback = answer.get("traceback")
         else:
-            returned, raised = await self._run_handle(self.orchestrator_pool, handle, document,
+            returned, raised = await self.run_handle(self.orchestrator_pool, handle, document,
                                                       size, f"orchestrator '{name}'")
             result, cause_traceback = orchestrator_outcome(returned, raised)
         if result.get("error") is None:
@@ -119,7 +120,7 @@ class Invoker:
     async def replay_orchestrator(self, name: str, handle, document: str, size: int) -> dict:
         """A replay only to read the SDK's actions (rewind): not an invocation, so no console
         line, and its failure, if the code fails again, is just part of the state returned."""
-        returned, raised = await self._run_handle(self.orchestrator_pool, handle, document,
+        returned, raised = await self.run_handle(self.orchestrator_pool, handle, document,
                                                   size, f"orchestrator '{name}'")
         return p.parse_orchestrator_result(returned, raised)
 
@@ -133,7 +134,7 @@ class Invoker:
                 {"kind": "entity", "name": name, "size": len(operations)}, document)
             raised = answer.get("failure")
         else:
-            returned, raised = await self._run_handle(self.entity_pool, handle, document,
+            returned, raised = await self.run_handle(self.entity_pool, handle, document,
                                                       len(operations), f"entity '{name}'")
             raised = raised and failure_details(raised)
         if raised is not None:

@@ -83,7 +83,7 @@ class Worker:
             except Exception as exc:  # user code: devhost turns it into TaskFailed
                 return {"failure": failure_details(exc)}, None
         if kind == "orchestrator":
-            returned, raised = await invoker._run_handle(
+            returned, raised = await invoker.run_handle(
                 invoker.orchestrator_pool, index.orchestrator(name)[1], body, message["size"],
                 f"orchestrator '{name}'")
             if raised is None:
@@ -91,7 +91,7 @@ class Worker:
             result, cause_traceback = orchestrator_outcome(returned, raised)
             return {"result": result, "traceback": cause_traceback}, None
         if kind == "entity":
-            returned, raised = await invoker._run_handle(
+            returned, raised = await invoker.run_handle(
                 invoker.entity_pool, index.entity(name)[1], body, message["size"],
                 f"entity '{name}'")
             if raised is None:
