@@ -24,14 +24,16 @@ from core.threads import format_thread_id, new_thread_key
 from orchestrators.agent_turn import TURN_ORCHESTRATOR
 from orchestrators.housekeeping import ensure_housekeeping
 
-from .common import (absolute, agent_or_404, json_response, problem_response, read_thread,
-                     runtime_status, start_and_wait, thread_key_or_error, wait_for_instance,
-                     waiting_for_approval)
+from .common import (TERMINAL, absolute, agent_or_404, json_response, problem_response,
+                     read_thread, runtime_status, start_and_wait, thread_key_or_error,
+                     wait_for_instance, waiting_for_approval)
 from .turn_request import Problem, TurnRequest, parse_idempotency_key, parse_run_request
 from .web import check_status_response, fastapi_route
 
 bp = df.Blueprint()
 DEFAULT_WAIT_SECONDS = 30.0
+# one start-and-wait call stays well inside the SDK client's 240 s request timeout
+MAX_HOST_WAIT_SECONDS = 200.0
 FAILURE_PREFIX = f"Orchestrator function '{TURN_ORCHESTRATOR}' failed: "
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6a1d3c52-4e0e-4a43-9a55-6b1d2b0c7a11")
 
@@ -155,8 +157,15 @@ async def start_turn(client, instance_id: str, turn_input: dict, replayable: boo
             return await waited(client, instance_id, wait)
     try:
         if wait is not None:
-            return await start_and_wait(client, TURN_ORCHESTRATOR, instance_id, turn_input,
-                                        wait, watch_for_approval=may_need_approval)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            status = await start_and_wait(client, TURN_ORCHESTRATOR, instance_id, turn_input,
+                                          min(wait, MAX_HOST_WAIT_SECONDS),
+                                          watch_for_approval=may_need_approval)
+            left = wait - (loop.time() - began)
+            if runtime_status(status) in TERMINAL or waiting_for_approval(status) or left <= 0:
+                return status
+            return await waited(client, instance_id, left)  # beyond one host call's wait
         await client.start_new(TURN_ORCHESTRATOR, instance_id, turn_input)
     except Exception:
         if not replayable or not runtime_status(await client.get_status(instance_id)):
