@@ -72,11 +72,11 @@ class Invoker:
     # -- the one way user code runs ---------------------------------------------------------
 
     async def _call(self, fn, kwargs: dict, is_async: bool, pool: ThreadPoolExecutor,
-                    timeout: float | None = ...) -> Any:
-        """sync in a pool thread, async on the loop; both bounded by functionTimeout."""
+                    timeout: float | None) -> Any:
+        """sync in a pool thread, async on the loop; both bounded by `timeout` (functionTimeout,
+        or None in a worker process: there the host keeps the clock)."""
         # asyncio.timeout runs the coroutine in the caller's task (wait_for would wrap it in a
         # new task: one more trip through the loop's queue before and after every call)
-        timeout = self.cfg.function_timeout if timeout is ... else timeout
         async with asyncio.timeout(timeout):
             if is_async:
                 return await fn(**kwargs)
@@ -169,7 +169,7 @@ class Invoker:
         except RemoteFailure as exc:  # raised in a worker process: its details came back
             invocation.failed(exc.details["error"], exc.details["stack"])
             return p.task_failed(p.history_time(p.utcnow()), task_id,
-                                 f"Activity function '{name}' failed: {exc.details['error']}",
+                                 p.activity_failure_reason(name, exc.details["error"]),
                                  exc.details["user_traceback"])
         except Exception as exc:  # user code: any failure becomes TaskFailed
             if invocation is not None:
@@ -267,7 +267,8 @@ class Invoker:
         if function.wants_context:
             kwargs["context"] = context
         try:
-            result = await self._call(function.fn, kwargs, function.is_async, pool)
+            result = await self._call(function.fn, kwargs, function.is_async, pool,
+                                      self.cfg.function_timeout)
         except Exception as exc:
             invocation.failed(exc)
             raise

@@ -147,8 +147,11 @@ def entity_response(timestamp: str, request_id: str, result: str, is_error: bool
     return event_raised(timestamp, request_id, json.dumps(body))
 
 
-def activity_failure_reason(name: str, exc: BaseException) -> str:
-    return f"Activity function '{name}' failed: {type(exc).__name__}: {exc}"
+def activity_failure_reason(name: str, error: BaseException | str) -> str:
+    """TaskFailed's reason; `error` is the exception, or its `Type: message` text (from a
+    worker process)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return f"Activity function '{name}' failed: {text}"
 
 
 def orchestrator_failure_output(name: str, error: str) -> str:
